@@ -1,0 +1,85 @@
+"""Where things live and what day it is: the one place that reads non-secret settings.
+
+Every setting has a default that works from a clone of the repository, and an environment
+variable to change it. Secrets never pass through here: they are `dagster.EnvVar`s on resources.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_CONFIG_DIR = PACKAGE_DIR / "config"
+PROJECT_DIR = PACKAGE_DIR.parent
+DBT_PROJECT_DIR = PROJECT_DIR / "dbt"
+
+DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
+DEFAULT_DATA_DIR = "data/demo"
+DEFAULT_START_DATE = "2025-01-01"
+DEFAULT_LIVE_WINDOW_DAYS = 2
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def warehouse_path() -> Path:
+    """The DuckDB file (`CS_PIPELINE_WAREHOUSE`, default `data/warehouse.duckdb`)."""
+    return Path(_env("CS_PIPELINE_WAREHOUSE", DEFAULT_WAREHOUSE)).resolve()
+
+
+def data_dir() -> Path:
+    """The `files` source directory (`CS_PIPELINE_DATA_DIR`, default `data/demo`)."""
+    return Path(_env("CS_PIPELINE_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+
+
+def config_dir() -> Path:
+    """Health model and rules (`CS_PIPELINE_CONFIG_DIR`, default: the shipped ones)."""
+    return Path(_env("CS_PIPELINE_CONFIG_DIR", str(SHIPPED_CONFIG_DIR))).resolve()
+
+
+def outbox_dir() -> Path:
+    """Where Slack messages are written when no `SLACK_BOT_TOKEN` is set."""
+    default = str(warehouse_path().parent / "outbox")
+    return Path(_env("CS_PIPELINE_OUTBOX", default)).resolve()
+
+
+def partitions_start_date() -> str:
+    """First daily partition (`CS_PIPELINE_START_DATE`, `YYYY-MM-DD`)."""
+    value = _env("CS_PIPELINE_START_DATE", DEFAULT_START_DATE)
+    parse_date(value, "CS_PIPELINE_START_DATE")
+    return value
+
+
+def live_window_days() -> int:
+    value = _env("CS_PIPELINE_LIVE_WINDOW_DAYS", str(DEFAULT_LIVE_WINDOW_DAYS))
+    try:
+        days = int(value)
+    except ValueError:
+        raise ValueError(f"CS_PIPELINE_LIVE_WINDOW_DAYS must be a whole number of days, got {value!r}") from None
+    if days < 0:
+        raise ValueError(f"CS_PIPELINE_LIVE_WINDOW_DAYS must be >= 0, got {days}")
+    return days
+
+
+def today() -> dt.date:
+    """The one clock: the real UTC date, unless `CS_PIPELINE_TODAY=YYYY-MM-DD` sets it."""
+    value = os.environ.get("CS_PIPELINE_TODAY", "").strip()
+    if value:
+        return parse_date(value, "CS_PIPELINE_TODAY")
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def is_live(partition_date: dt.date) -> bool:
+    """A partition is live when it is at most `live_window_days` before today."""
+    return partition_date >= today() - dt.timedelta(days=live_window_days())
+
+
+def parse_date(value: str, what: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a date as YYYY-MM-DD, got {value!r}") from None
