@@ -83,3 +83,23 @@ def parse_date(value: str, what: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{what} must be a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def max_rejected_share() -> float:
+    """Share of rejected rows above which an ingestion asset check fails (default 0.05)."""
+    value = _env("CS_PIPELINE_MAX_REJECTED_SHARE", "0.05")
+    try:
+        share = float(value)
+    except ValueError:
+        raise ValueError(f"CS_PIPELINE_MAX_REJECTED_SHARE must be a number between 0 and 1, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"CS_PIPELINE_MAX_REJECTED_SHARE must be between 0 and 1, got {share}")
+    return share
+
+
+def schedule_hour() -> int:
+    """UTC hour at which the daily schedule runs yesterday's partition (`CS_PIPELINE_SCHEDULE_HOUR`, default 6)."""
+    value = _env("CS_PIPELINE_SCHEDULE_HOUR", "6")
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        raise ValueError(f"CS_PIPELINE_SCHEDULE_HOUR must be an hour from 0 to 23, got {value!r}")
+    return int(value)

@@ -1,0 +1,96 @@
+"""dbt: staging per entity and the marts later steps read, loaded with dagster-dbt.
+
+dbt's `raw` source tables map to the asset keys the ingestion assets use (`raw/accounts`, ...),
+so the graph is one lineage from raw tables to alerts. dbt tests become asset checks. Models
+tagged `daily` are partitioned: Dagster passes the run's days as `--vars {min_date, max_date}`,
+and a backfill is one dbt invocation for the whole range.
+"""
+
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from cs_pipeline import settings
+from cs_pipeline.partitions import daily_partitions, range_backfill, run_dates
+from cs_pipeline.resources.warehouse import POOL
+
+# dbt is called as a subprocess: it must be found next to this interpreter even when the virtual
+# environment was not activated (e.g. `.venv/bin/cs-pipeline demo`).
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+# The dbt profile reads the warehouse path from the environment, like every other step.
+os.environ.setdefault("CS_PIPELINE_WAREHOUSE", str(settings.warehouse_path()))
+
+dbt_project = DbtProject(project_dir=settings.DBT_PROJECT_DIR, profiles_dir=settings.DBT_PROJECT_DIR)
+
+
+def _manifest_is_stale(project: DbtProject) -> bool:
+    manifest = project.manifest_path
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    sources = [project.project_dir / "dbt_project.yml", *project.project_dir.glob("models/**/*"), *project.project_dir.glob("macros/**/*")]
+    return any(p.is_file() and p.stat().st_mtime > built for p in sources)
+
+
+def prepare_manifest() -> Path:
+    """Parse the dbt project when its manifest is missing or older than the models."""
+    if _manifest_is_stale(dbt_project):
+        dbt_project.preparer.prepare(dbt_project)
+    return dbt_project.manifest_path
+
+
+DAILY = "tag:daily"
+
+
+class Translator(DagsterDbtTranslator):
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest["nodes"].get(unique_id) or manifest["sources"].get(unique_id) or {}
+        layer = "staging" if "/staging/" in f"/{node.get('path', '')}" else "marts"
+        if node.get("resource_type") == "source":
+            return spec
+        return spec.replace_attributes(group_name=layer)
+
+
+translator = Translator()
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(settings.DBT_PROJECT_DIR))
+
+
+@dbt_assets(
+    manifest=prepare_manifest(),
+    exclude=DAILY,
+    dagster_dbt_translator=translator,
+    pool=POOL,
+    name="dbt_models",
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Staging of every snapshot entity, contract terms and the account dimension."""
+    yield from dbt.cli(["build"], context=context).stream()
+
+
+@dbt_assets(
+    manifest=prepare_manifest(),
+    select=DAILY,
+    dagster_dbt_translator=translator,
+    partitions_def=daily_partitions,
+    backfill_policy=range_backfill,
+    pool=POOL,
+    name="dbt_daily_models",
+)
+def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Event staging and per-user daily activity, for exactly the run's days."""
+    start, end = run_dates(context)
+    dbt_vars = {"min_date": start.isoformat(), "max_date": end.isoformat()}
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()

@@ -1,0 +1,77 @@
+"""`account_health`: the 0-4 score from the health model, its trend, and the context rules use."""
+
+
+import dagster as dg
+import polars as pl
+
+from cs_pipeline.assets.common import table_preview
+from cs_pipeline.logic.health import TREND_DAYS, account_health as compute_health, dates_needed
+from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
+from cs_pipeline.resources.config import PipelineConfig
+from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, replace_date_range
+
+TABLE = "analytics.account_health"
+
+
+@dg.asset(
+    description="Per account and UTC day: health score (0-4) and band from the health model, each indicator's "
+    "points and contribution, the change versus 7 and 30 days earlier, and the contract, NPS, ticket and "
+    "CSM-touch context that rules use.",
+    group_name="analytics",
+    kinds={"polars", "duckdb"},
+    partitions_def=daily_partitions,
+    backfill_policy=range_backfill,
+    pool=POOL,
+    deps=[
+        dg.AssetDep(
+            "account_daily_usage",
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-max(TREND_DAYS), allow_nonexistent_upstream_partitions=True),
+        ),
+        dg.AssetKey(["marts", "dim_accounts"]),
+        dg.AssetKey(["marts", "fct_contract_terms"]),
+        dg.AssetKey(["staging", "stg_raw__nps_responses"]),
+        dg.AssetKey(["staging", "stg_raw__tickets"]),
+        dg.AssetKey(["staging", "stg_raw__activities"]),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec("score_within_scale", asset="account_health", description="Every score is between 0 and 4."),
+        dg.AssetCheckSpec("one_row_per_account_day", asset="account_health", description="(partition_date, account_id) is unique."),
+    ],
+)
+def account_health(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_config: PipelineConfig):
+    start, end = run_dates(context)
+    model = cs_config.health_model()
+    dates = days(start, end)
+    needed = dates_needed(dates)
+    with warehouse.connect() as con:
+        usage = query(con, "SELECT * FROM analytics.account_daily_usage WHERE partition_date BETWEEN ? AND ?", [needed[0], needed[-1]])
+        accounts = query(con, "SELECT account_id, name, segment, status, owner_email, plan FROM marts.dim_accounts")
+        terms = query(con, "SELECT account_id, start_date, end_date, arr FROM marts.fct_contract_terms")
+        nps = query(con, "SELECT account_id, submitted_at, submitted_date, score FROM staging.stg_raw__nps_responses")
+        tickets = query(con, "SELECT account_id, created_at, resolved_at, priority FROM staging.stg_raw__tickets")
+        activities = query(con, "SELECT account_id, occurred_at FROM staging.stg_raw__activities")
+        health = compute_health(dates, usage, accounts, terms, nps, tickets, activities, model)
+        replace_date_range(con, TABLE, health, start, end)
+    latest = health.filter(pl.col("partition_date") == end)
+    bands = latest.group_by("band").len().to_dict(as_series=False)
+    context.log.info(f"{TABLE}: {health.height} rows for {start} .. {end}")
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": health.height,
+            "table": TABLE,
+            "days": len(dates),
+            "bands_on_last_day": dg.MetadataValue.json({str(b): n for b, n in zip(bands["band"], bands["len"])}),
+            "mean_score_on_last_day": float(latest["score"].mean() or 0.0),
+            "preview": table_preview(
+                latest.sort("score", nulls_last=True).select(
+                    "partition_date", "account_id", "name", "segment", "score", "band", "score_change_30d",
+                    "days_since_last_login", "utilization_rate", "license_activation_rate", "open_high_priority_tickets", "latest_nps",
+                )
+            ),
+        }
+    )
+    scores = health["score"].drop_nulls()
+    out_of_scale = int(((scores < 0) | (scores > 4)).sum())
+    yield dg.AssetCheckResult(check_name="score_within_scale", passed=out_of_scale == 0, metadata={"out_of_scale": out_of_scale})
+    duplicates = health.height - health.select("partition_date", "account_id").n_unique()
+    yield dg.AssetCheckResult(check_name="one_row_per_account_day", passed=duplicates == 0, metadata={"duplicates": duplicates})

@@ -1,0 +1,341 @@
+"""The `cs-pipeline` command (CONTRACT.md §5).
+
+Settings reach the Dagster definitions through the same environment variables the Dagster UI
+uses, so a run from the command line and a run from `dagster dev` compute the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cs_pipeline import settings
+
+JOB_LOG_LEVEL = "WARNING"
+
+
+class CliError(Exception):
+    """A reason to stop with a one-line message and a non-zero exit code."""
+
+
+# --- environment and instance --------------------------------------------------------------
+
+
+def _apply_common(args: argparse.Namespace) -> None:
+    os.environ["CS_PIPELINE_WAREHOUSE"] = str(Path(args.warehouse).resolve())
+    if args.config:
+        config = Path(args.config).resolve()
+        if not config.is_dir():
+            raise CliError(f"--config {config}: not a directory (it must hold health_model.yaml and rules.yaml)")
+        os.environ["CS_PIPELINE_CONFIG_DIR"] = str(config)
+
+
+def _instance():
+    """The Dagster instance: DAGSTER_HOME, else this folder when it has dagster.yaml, else one beside the warehouse."""
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = Path.cwd() if (Path.cwd() / "dagster.yaml").exists() else settings.warehouse_path().parent / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def _definitions():
+    from cs_pipeline.definitions import defs
+
+    return defs
+
+
+def _parse_day(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise CliError(f"{option} must be a date as YYYY-MM-DD, got {value!r}") from None
+
+
+# --- running the pipeline ------------------------------------------------------------------
+
+
+def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[str, Any]:
+    """Materialize every asset for the days first..last in one range run, then dispatch."""
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from cs_pipeline.partitions import daily_partitions
+
+    if last < first:
+        raise CliError(f"--to {last} is before --from {first}")
+    partition_start = daily_partitions.start.date()
+    if first < partition_start:
+        raise CliError(f"--from {first} is before the first partition {partition_start}: set CS_PIPELINE_START_DATE")
+    newest = daily_partitions.get_last_partition_key()
+    if newest is None or last > dt.date.fromisoformat(newest):
+        raise CliError(f"--to {last} is not a complete UTC day yet (the newest partition is {newest})")
+
+    defs = _definitions()
+    instance = _instance()
+    log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}}
+    say = (lambda *_: None) if quiet else print
+    say(f"Running the pipeline for {first} .. {last} ({(last - first).days + 1} days) in one range run")
+    started = time.monotonic()
+    result = defs.resolve_job_def("daily_pipeline").execute_in_process(
+        instance=instance,
+        run_config=log_config,
+        tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
+        raise_on_error=False,
+    )
+    _raise_if_failed(result, "daily_pipeline")
+    for event in result.get_asset_materialization_events():
+        mat = event.asset_materialization
+        if mat is None:
+            continue
+        rows = mat.metadata.get("dagster/row_count")
+        say(f"  {mat.asset_key.to_user_string():32} {'' if rows is None else f'{rows.value:>10,} rows'}")
+    checks = result.get_asset_check_evaluations()
+    failed_checks = [c for c in checks if not c.passed]
+    say(f"  asset checks: {len(checks) - len(failed_checks)} passed, {len(failed_checks)} failed")
+    for check in failed_checks:
+        say(f"    FAILED {check.asset_key.to_user_string()} {check.check_name}")
+    say(f"  pipeline took {time.monotonic() - started:.1f} s")
+
+    dispatch = defs.resolve_job_def("dispatch_alerts").execute_in_process(
+        instance=instance, run_config=log_config, raise_on_error=False
+    )
+    _raise_if_failed(dispatch, "dispatch_alerts")
+    sent = dispatch.output_for_node("send_notifications")
+    created = dispatch.output_for_node("create_tasks")
+    say(f"Dispatch: {created} tasks created, {sent} notifications sent")
+    return {"tasks_created": created, "notifications_sent": sent, "failed_checks": len(failed_checks)}
+
+
+def _raise_if_failed(result, job: str) -> None:
+    if result.success:
+        return
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            cause = error
+            while cause.cause is not None:
+                cause = cause.cause
+            message = (cause.message or error.message).strip().splitlines()
+            raise CliError(f"{job} failed in step {event.step_key}: {message[-1] if message else 'unknown error'}")
+    raise CliError(f"{job} failed (see the Dagster run {result.run_id})")
+
+
+# --- reading results -----------------------------------------------------------------------
+
+ALERTS_SQL = """
+WITH latest AS (
+    SELECT * FROM analytics.alert_events
+    QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY partition_date DESC) = 1
+), delivery AS (
+    SELECT * FROM actions.deliveries
+    QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY notification_number DESC) = 1
+)
+SELECT l.alert_id, l.rule_id, l.account_id, l.partition_date, l.episode_start, l.severity,
+       CASE WHEN d.status IS NOT NULL THEN d.status
+            WHEN l.partition_date >= ? THEN 'pending'
+            ELSE 'suppressed_backfill' END AS status,
+       t.task_id, l.account_name, l.owner_email, l.message, d.reason
+FROM latest l
+LEFT JOIN delivery d USING (alert_id)
+LEFT JOIN actions.tasks t USING (alert_id)
+ORDER BY l.partition_date, l.rule_id, l.account_id
+"""
+
+TASKS_SQL = """
+SELECT task_id, alert_id, account_id, owner_email, title, due_date, status, priority
+FROM actions.tasks ORDER BY due_date, task_id
+"""
+
+
+def _read(sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
+    import duckdb
+
+    from cs_pipeline.jobs.dispatch import ensure_actions_tables
+
+    path = settings.warehouse_path()
+    if not path.exists():
+        raise CliError(f"warehouse {path} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
+    con = duckdb.connect(str(path))
+    try:
+        ensure_actions_tables(con)
+        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'alert_events'").fetchone()[0]
+        if not exists and "alert_events" in sql:
+            return []
+        cursor = con.execute(sql, list(params))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def read_alerts() -> list[dict[str, Any]]:
+    live_from = settings.today() - dt.timedelta(days=settings.live_window_days())
+    return _read(ALERTS_SQL, [live_from])
+
+
+def read_tasks() -> list[dict[str, Any]]:
+    return _read(TASKS_SQL)
+
+
+ALERT_FIELDS = ("alert_id", "rule_id", "account_id", "partition_date", "episode_start", "severity", "status", "task_id")
+TASK_FIELDS = ("task_id", "alert_id", "account_id", "owner_email", "title", "due_date", "status")
+
+
+def _jsonable(rows: list[dict[str, Any]], fields: Sequence[str]) -> list[dict[str, Any]]:
+    return [{f: (r[f].isoformat() if isinstance(r[f], dt.date) else r[f]) for f in fields} for r in rows]
+
+
+def _print_table(rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    text = [[str("" if r[f] is None else r[f]) for f in fields] for r in rows]
+    widths = [max(len(f), *(len(t[i]) for t in text)) for i, f in enumerate(fields)]
+    print("  ".join(f.ljust(w) for f, w in zip(fields, widths)))
+    for t in text:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cs_pipeline.demo.generator import DemoSpec, generate
+
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else settings.warehouse_path().parent / "demo"
+    os.environ["CS_PIPELINE_DATA_DIR"] = str(data_dir)
+    end = settings.today() - dt.timedelta(days=1)
+    spec = DemoSpec(accounts=args.accounts, days=args.days, end_date=end, seed=args.seed)
+    print(f"Writing demo data ({spec.accounts} accounts, {spec.days} days to {end}) to {data_dir}")
+    started = time.monotonic()
+    summary = generate(data_dir, spec, progress=lambda msg: print(f"  {msg}"))
+    print(f"  {', '.join(f'{n:,} {e}' for e, n in summary.rows.items())} in {time.monotonic() - started:.1f} s")
+    if settings.warehouse_path().exists() and not args.keep_warehouse:
+        # A fresh demo: the generated history replaces whatever an earlier demo loaded.
+        settings.warehouse_path().unlink()
+    run_pipeline(summary.start_date, summary.end_date)
+    _summarise()
+    return 0
+
+
+def _summarise() -> None:
+    alerts = read_alerts()
+    tasks = read_tasks()
+    by_status: dict[str, int] = {}
+    for alert in alerts:
+        by_status[alert["status"]] = by_status.get(alert["status"], 0) + 1
+    print(f"\nAlerts: {len(alerts)} ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items())) or 'none'})")
+    live = [a for a in alerts if a["status"] != "suppressed_backfill"]
+    _print_table(live, ("partition_date", "rule_id", "account_id", "account_name", "severity", "status", "owner_email"))
+    print(f"\nTasks: {len(tasks)} in the warehouse's actions.tasks")
+    token = os.environ.get("SLACK_BOT_TOKEN")
+    if token:
+        print("Slack: messages were sent through the Slack Web API")
+    else:
+        print(f"Slack: no SLACK_BOT_TOKEN, so messages were written to the outbox: {settings.outbox_dir()}")
+    print("Next: `cs-pipeline alerts`, `cs-pipeline tasks`, or the Dagster UI (see the README).")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    if not data_dir.is_dir():
+        raise CliError(f"--data-dir {data_dir}: not a directory")
+    os.environ["CS_PIPELINE_DATA_DIR"] = str(data_dir)
+    run_pipeline(_parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to"))
+    _summarise()
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    rows = read_alerts()
+    if args.format == "json":
+        print(json.dumps(_jsonable(rows, ALERT_FIELDS), indent=2))
+    else:
+        _print_table(rows, ALERT_FIELDS)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    rows = read_tasks()
+    if args.format == "json":
+        print(json.dumps(_jsonable(rows, TASK_FIELDS), indent=2))
+    else:
+        _print_table(rows, TASK_FIELDS)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from cs_pipeline.logic.config import health_variables, load_health_model, load_rules
+    from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
+
+    config_dir = settings.config_dir()
+    model = load_health_model(config_dir / HEALTH_MODEL_FILE)
+    rules = load_rules(config_dir / RULES_FILE, model)
+    print(f"{config_dir / HEALTH_MODEL_FILE}: {len(model.indicators)} indicators")
+    print(f"{config_dir / RULES_FILE}: {len(rules.rules)} rules ({', '.join(r.id for r in rules.rules)})")
+    print("\nVariables a rule may use:")
+    variables = health_variables(model)
+    width = max(len(v) for v in variables)
+    for name, description in variables.items():
+        print(f"  {name.ljust(width)}  {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--warehouse", default=settings.DEFAULT_WAREHOUSE, help="the DuckDB file (default: %(default)s)")
+    common.add_argument("--config", default=None, help="folder with health_model.yaml and rules.yaml (default: the shipped ones)")
+
+    parser = argparse.ArgumentParser(prog="cs-pipeline", description="Early alerts for Customer Success teams.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", parents=[common], help="generate demo data, run the whole pipeline, show the alerts")
+    demo.add_argument("--data-dir", default=None, help="where to write the demo source files (default: beside the warehouse, in demo/)")
+    demo.add_argument("--accounts", type=int, default=200)
+    demo.add_argument("--days", type=int, default=150)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--keep-warehouse", action="store_true", help="load into the existing warehouse instead of a fresh one")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", parents=[common], help="materialize every asset for the days FROM..TO, then dispatch live alerts")
+    run.add_argument("--data-dir", required=True, help="source folder in the contract's layout")
+    run.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
+    run.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD")
+    run.set_defaults(func=cmd_run)
+
+    for name, func, what in (("alerts", cmd_alerts, "every alert"), ("tasks", cmd_tasks, "every task")):
+        listing = sub.add_parser(name, parents=[common], help=f"list {what}")
+        listing.add_argument("--format", choices=("table", "json"), default="table")
+        listing.set_defaults(func=func)
+
+    check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _apply_common(args)
+        return args.func(args)
+    except CliError as exc:
+        print(f"cs-pipeline: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        # ConfigError and SourceFileError are ValueErrors/OSErrors with a file-and-line message.
+        print(f"cs-pipeline: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

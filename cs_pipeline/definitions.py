@@ -1,0 +1,64 @@
+"""The map of cs_pipeline: every asset, check, job, sensor, schedule and resource.
+
+    raw (dlt)            raw/accounts ... raw/engagements (one multi-asset), raw/events (daily)
+      └─ dbt             staging.stg_raw__* , marts.fct_contract_terms, marts.dim_accounts,
+                         marts.fct_user_daily_activity (daily)
+           └─ polars     account_daily_usage → account_health → alerts   (daily)
+                            └─ alert_dispatch_sensor → dispatch_alerts (tasks, Slack)
+    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import dagster as dg
+
+# Backfill policies and partition-mapping options we rely on are marked beta; say so once, here.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+from cs_pipeline import settings
+from cs_pipeline.assets.alerts import alerts
+from cs_pipeline.assets.dbt import dbt_daily_models, dbt_models, dbt_resource
+from cs_pipeline.assets.health import account_health
+from cs_pipeline.assets.ingest import raw_events, raw_snapshots
+from cs_pipeline.assets.usage import account_daily_usage
+from cs_pipeline.jobs.dispatch import dispatch_alerts
+from cs_pipeline.resources.config import PipelineConfig
+from cs_pipeline.resources.slack import SlackResource
+from cs_pipeline.resources.source import FilesSource
+from cs_pipeline.resources.warehouse import WarehouseResource
+from cs_pipeline.schedules import daily_pipeline, daily_schedule
+from cs_pipeline.sensors.alerts import alert_dispatch_sensor
+from cs_pipeline.sensors.run_failures import run_failure_to_slack
+
+
+def slack_resource() -> SlackResource:
+    """Slack when SLACK_BOT_TOKEN is set (read by Dagster, never by this code), else the outbox."""
+    token = dg.EnvVar("SLACK_BOT_TOKEN") if os.environ.get("SLACK_BOT_TOKEN") else None
+    return SlackResource(
+        bot_token=token,
+        api_url=os.environ.get("SLACK_API_URL") or "https://slack.com/api/",
+        outbox_dir=str(settings.outbox_dir()),
+    )
+
+
+def resources() -> dict[str, object]:
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path())),
+        "source": FilesSource(data_dir=str(settings.data_dir())),
+        "cs_config": PipelineConfig(config_dir=str(settings.config_dir()), live_window_days=settings.live_window_days()),
+        "dbt": dbt_resource(),
+        "slack": slack_resource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts],
+    jobs=[daily_pipeline, dispatch_alerts],
+    schedules=[daily_schedule],
+    sensors=[alert_dispatch_sensor, run_failure_to_slack],
+    resources=resources(),
+)

@@ -1,0 +1,508 @@
+"""The input contract (CONTRACT.md §1): entities, their columns and rules, and how rows are checked.
+
+Every connector lands the same entities with the same columns; this module turns whatever was
+read into typed rows that passed the rules, and rejected rows that say which rule they broke.
+Nothing here knows about Dagster or dlt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+SEGMENTS = ("enterprise", "mid_market", "smb")
+ACCOUNT_STATUSES = ("trial", "active", "churned")
+ROLES = ("admin", "member")
+TICKET_STATUSES = ("open", "pending", "resolved", "closed")
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
+ACTIVITY_TYPES = ("call", "email", "meeting", "qbr", "note")
+ENGAGEMENT_TYPES = ("email_click", "webinar", "community_post", "event")
+
+LINE = "_line"
+SOURCE = "source_file"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str = "string"  # string | timestamp | date | integer | decimal
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    file: str
+    key: str
+    columns: tuple[Column, ...]
+    optional: bool = False
+    # How several rows with one key are handled: "reject" keeps the first and rejects the rest,
+    # "latest:<column>" keeps them all (staging keeps the latest), "first" keeps one silently
+    # because the contract says a re-delivery counts once.
+    duplicates: str = "reject"
+    checks: tuple[str, ...] = field(default=())
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+
+def _ts(name: str, required: bool = False) -> Column:
+    return Column(name, "timestamp", required=required)
+
+
+ENTITIES: dict[str, Entity] = {
+    entity.name: entity
+    for entity in (
+        Entity(
+            "accounts",
+            "accounts.csv",
+            "account_id",
+            (
+                Column("account_id", required=True),
+                Column("name", required=True),
+                Column("segment", required=True, choices=SEGMENTS),
+                Column("owner_email"),
+                Column("plan"),
+                Column("licenses", "integer", required=True, minimum=0),
+                Column("status", required=True, choices=ACCOUNT_STATUSES),
+                _ts("created_at"),
+            ),
+        ),
+        Entity(
+            "contracts",
+            "contracts.csv",
+            "contract_id",
+            (
+                Column("contract_id", required=True),
+                Column("account_id", required=True),
+                Column("start_date", "date", required=True),
+                Column("end_date", "date", required=True),
+                Column("arr", "decimal", required=True, minimum=0),
+            ),
+            checks=("end_after_start", "known_account"),
+        ),
+        Entity(
+            "users",
+            "users.csv",
+            "user_id",
+            (
+                Column("user_id", required=True),
+                Column("account_id", required=True),
+                Column("email"),
+                Column("role", choices=ROLES),
+                _ts("created_at"),
+                _ts("activated_at"),
+                _ts("deactivated_at"),
+            ),
+        ),
+        Entity(
+            "tickets",
+            "tickets.jsonl",
+            "ticket_id",
+            (
+                Column("ticket_id", required=True),
+                Column("account_id", required=True),
+                _ts("created_at", required=True),
+                _ts("updated_at", required=True),
+                Column("status", required=True, choices=TICKET_STATUSES),
+                Column("priority", required=True, choices=TICKET_PRIORITIES),
+                Column("subject"),
+                Column("csat", "integer", minimum=1, maximum=5),
+            ),
+            duplicates="latest:updated_at",
+        ),
+        Entity(
+            "nps_responses",
+            "nps_responses.csv",
+            "response_id",
+            (
+                Column("response_id", required=True),
+                Column("account_id", required=True),
+                Column("user_id"),
+                Column("score", "integer", required=True, minimum=0, maximum=10),
+                Column("comment"),
+                _ts("submitted_at", required=True),
+            ),
+        ),
+        Entity(
+            "activities",
+            "activities.csv",
+            "activity_id",
+            (
+                Column("activity_id", required=True),
+                Column("account_id", required=True),
+                Column("owner_email"),
+                Column("type", required=True, choices=ACTIVITY_TYPES),
+                _ts("occurred_at", required=True),
+            ),
+        ),
+        Entity(
+            "engagements",
+            "engagements.csv",
+            "engagement_id",
+            (
+                Column("engagement_id", required=True),
+                Column("account_id", required=True),
+                Column("type", required=True, choices=ENGAGEMENT_TYPES),
+                _ts("occurred_at", required=True),
+            ),
+            optional=True,
+        ),
+        Entity(
+            "events",
+            "events/date=YYYY-MM-DD/*",
+            "event_id",
+            (
+                Column("event_id", required=True),
+                Column("account_id", required=True),
+                Column("user_id"),
+                Column("event", required=True),
+                _ts("occurred_at", required=True),
+            ),
+            duplicates="first",
+            checks=("inside_day",),
+        ),
+    )
+}
+
+SNAPSHOT_ENTITIES = tuple(name for name in ENTITIES if name != "events")
+EVENT_FILE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".csv")
+
+
+class SourceFileError(Exception):
+    """A file that cannot be used at all: the asset fails with this message."""
+
+
+@dataclass
+class Validated:
+    """The outcome of checking one entity's rows."""
+
+    entity: str
+    valid: pl.DataFrame
+    rejected: pl.DataFrame  # REJECTED_SCHEMA
+    duplicates_dropped: int = 0
+
+
+REJECTED_SCHEMA = {
+    "entity": pl.String,
+    "partition_date": pl.Date,
+    "source_file": pl.String,
+    "line": pl.Int64,
+    "record_key": pl.String,
+    "reason": pl.String,
+    "record": pl.String,
+}
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_entity_file(data_dir: Path, entity: Entity) -> pl.DataFrame | None:
+    """Read one snapshot entity's export as text columns plus `_line` and `source_file`.
+
+    Returns None for an optional file that is absent. Raises SourceFileError for a file that is
+    missing or cannot be read at all, or that lacks a required column.
+    """
+    path = data_dir / entity.file
+    if not path.exists():
+        if entity.optional:
+            return None
+        raise SourceFileError(f"{path}: file not found (the {entity.name} export is required)")
+    if path.suffix == ".csv":
+        frame = _read_csv(path)
+    else:
+        frame = _read_jsonl(path)
+    return _conform(frame, entity, path)
+
+
+def event_day_files(data_dir: Path, day: dt.date) -> list[Path]:
+    folder = data_dir / "events" / f"date={day.isoformat()}"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(EVENT_FILE_SUFFIXES))
+
+
+def read_event_file(path: Path) -> pl.DataFrame:
+    """One events file, typed natively where the format allows (parquet) and as text otherwise."""
+    entity = ENTITIES["events"]
+    try:
+        if path.name.endswith(".parquet"):
+            frame = pl.read_parquet(path)
+            frame = frame.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
+        elif path.name.endswith(".csv"):
+            frame = _read_csv(path)
+        else:
+            frame = _read_jsonl(path)
+    except SourceFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is "this file cannot be read"
+        raise SourceFileError(f"{path}: cannot be read: {exc}") from exc
+    return _conform(frame, entity, path)
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    try:
+        frame = pl.read_csv(path, infer_schema=False)
+    except Exception as exc:  # noqa: BLE001
+        raise SourceFileError(f"{path}: cannot be read as CSV: {exc}") from exc
+    # Line 1 is the header; data rows start at line 2 (multi-line quoted fields aside).
+    return frame.with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
+
+
+def _read_jsonl(path: Path) -> pl.DataFrame:
+    """Read JSON lines one by one so that a broken line is rejected, not the whole file."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    records: list[dict[str, object]] = []
+    broken: list[dict[str, object]] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    broken.append({LINE: number, "_broken": f"invalid JSON: {exc.msg}", "_raw": line.strip()[:2000]})
+                    continue
+                if not isinstance(value, dict):
+                    broken.append({LINE: number, "_broken": "not a JSON object", "_raw": line.strip()[:2000]})
+                    continue
+                records.append({**{k: _as_text(v) for k, v in value.items()}, LINE: number})
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise SourceFileError(f"{path}: cannot be read: {exc}") from exc
+    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame({LINE: []})
+    frame = frame.with_columns(pl.col(LINE).cast(pl.Int64))
+    if broken:
+        frame = pl.concat([frame, pl.DataFrame(broken).with_columns(pl.col(LINE).cast(pl.Int64))], how="diagonal")
+    return frame
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value)
+
+
+def _conform(frame: pl.DataFrame, entity: Entity, path: Path) -> pl.DataFrame:
+    missing = [c for c in entity.required_columns if c not in frame.columns]
+    if missing and frame.height > 0:
+        raise SourceFileError(
+            f"{path}: missing required column(s) {', '.join(missing)}; "
+            f"the {entity.name} export has columns {', '.join(entity.column_names)}"
+        )
+    absent = [pl.lit(None, pl.String).alias(c) for c in entity.column_names if c not in frame.columns]
+    if absent:
+        frame = frame.with_columns(absent)
+    return frame.with_columns(pl.lit(str(path)).alias(SOURCE))
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def normalise_timestamp(expr: pl.Expr) -> pl.Expr:
+    """ISO-8601 text to a naive UTC datetime; a timestamp without offset is UTC; bad text → null."""
+    text = (
+        expr.str.strip_chars()
+        .str.replace(r"^(\d{4}-\d\d-\d\d)$", "${1}T00:00:00")
+        .str.replace(r"^(\d{4}-\d\d-\d\d) ", "${1}T")
+        .str.replace(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d)([^:\d]|$)", "${1}:00${2}")
+        .str.replace(r"[zZ]$", "+00:00")
+    )
+    with_offset = pl.when(text.str.contains(r"[+-]\d\d:?\d\d$")).then(text).otherwise(text + "+00:00")
+    return (
+        with_offset.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%z", time_zone="UTC", strict=False)
+        .dt.replace_time_zone(None)
+        .dt.cast_time_unit("us")
+    )
+
+
+def _typed(column: Column, dtype: pl.DataType) -> pl.Expr:
+    """The column converted to its contract type (null where the text does not parse)."""
+    col = pl.col(column.name)
+    if column.kind == "timestamp":
+        if isinstance(dtype, pl.Datetime):
+            converted = col.dt.convert_time_zone("UTC") if dtype.time_zone else col
+            return converted.dt.replace_time_zone(None).dt.cast_time_unit("us")
+        if dtype == pl.Date:
+            return col.cast(pl.Datetime("us"))
+        return normalise_timestamp(col.cast(pl.String))
+    if column.kind == "date":
+        if dtype == pl.Date:
+            return col
+        return col.cast(pl.String).str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+    if column.kind == "integer":
+        if dtype.is_integer():
+            return col.cast(pl.Int64)
+        as_float = col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        return pl.when(as_float == as_float.floor()).then(as_float.cast(pl.Int64, strict=False))
+    if column.kind == "decimal":
+        return col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    return pl.when(col.cast(pl.String).str.strip_chars() != "").then(col.cast(pl.String))
+
+
+def _problems(entity: Entity, frame: pl.DataFrame) -> list[pl.Expr]:
+    """One expression per rule: the reason text where the row breaks it, else null."""
+    reasons: list[pl.Expr] = []
+    for column in entity.columns:
+        raw = pl.col(column.name).cast(pl.String).str.strip_chars()
+        typed = pl.col(f"__typed_{column.name}")
+        given = raw.is_not_null() & (raw != "")
+        if column.required:
+            reasons.append(pl.when(~given).then(pl.lit(f"{column.name} is required")))
+        if column.kind != "string":
+            what = {"timestamp": "an ISO-8601 timestamp", "date": "a date (YYYY-MM-DD)",
+                    "integer": "an integer", "decimal": "a number"}[column.kind]
+            reasons.append(
+                pl.when(given & typed.is_null()).then(pl.format(f"{column.name}: '{{}}' is not {what}", raw))
+            )
+        if column.choices:
+            reasons.append(
+                pl.when(given & ~raw.is_in(list(column.choices))).then(
+                    pl.format(f"{column.name}: '{{}}' is not one of {', '.join(column.choices)}", raw)
+                )
+            )
+        if column.minimum is not None:
+            reasons.append(
+                pl.when(typed < column.minimum).then(pl.format(f"{column.name}: {{}} is below {column.minimum:g}", raw))
+            )
+        if column.maximum is not None:
+            reasons.append(
+                pl.when(typed > column.maximum).then(pl.format(f"{column.name}: {{}} is above {column.maximum:g}", raw))
+            )
+    return reasons
+
+
+def validate(
+    entity_name: str,
+    frame: pl.DataFrame,
+    *,
+    known_accounts: Iterable[str] | None = None,
+    day: dt.date | None = None,
+) -> Validated:
+    """Split rows into typed valid rows and rejected rows with their reasons.
+
+    `known_accounts` enables the contracts rule "account_id must exist in accounts"; `day` is the
+    events folder's day, which every `occurred_at` must fall inside.
+    """
+    entity = ENTITIES[entity_name]
+    if LINE not in frame.columns:
+        frame = frame.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
+    if SOURCE not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(SOURCE))
+    frame = frame.with_columns(
+        _typed(column, frame.schema[column.name]).alias(f"__typed_{column.name}") for column in entity.columns
+    )
+    reasons = _problems(entity, frame)
+    if "end_after_start" in entity.checks:
+        reasons.append(
+            pl.when(pl.col("__typed_end_date") < pl.col("__typed_start_date")).then(
+                pl.lit("end_date is before start_date")
+            )
+        )
+    if "known_account" in entity.checks and known_accounts is not None:
+        accounts = pl.Series(list(known_accounts), dtype=pl.String)
+        reasons.append(
+            pl.when(pl.col("account_id").is_not_null() & ~pl.col("account_id").is_in(accounts.implode())).then(
+                pl.format("account_id: '{}' does not exist in accounts", pl.col("account_id"))
+            )
+        )
+    if "inside_day" in entity.checks and day is not None:
+        start = dt.datetime.combine(day, dt.time())
+        occurred = pl.col("__typed_occurred_at")
+        reasons.append(
+            pl.when((occurred < start) | (occurred >= start + dt.timedelta(days=1))).then(
+                pl.format(f"occurred_at: {{}} is outside its folder's day {day.isoformat()}", occurred.cast(pl.String))
+            )
+        )
+    reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
+    reason = pl.when(reason != "").then(reason)
+    if "_broken" in frame.columns:
+        # A line that is not JSON has no fields to check: its parse error is the whole reason.
+        reason = pl.when(pl.col("_broken").is_not_null()).then(pl.col("_broken")).otherwise(reason)
+    frame = frame.with_columns(reason.alias("__reason"))
+
+    frame, duplicates_dropped = _handle_duplicates(entity, frame)
+
+    bad = frame.filter(pl.col("__reason").is_not_null())
+    good = frame.filter(pl.col("__reason").is_null())
+    extra = [c for c in frame.columns if not c.startswith("__") and c not in entity.column_names and c not in (LINE, SOURCE, "_broken", "_raw")]
+    valid = good.select(
+        *[pl.col(f"__typed_{c.name}").alias(c.name) for c in entity.columns],
+        *[pl.col(c).cast(pl.String) for c in extra],
+        pl.col(SOURCE),
+    )
+    return Validated(entity.name, valid, _rejected_rows(entity, bad, day), duplicates_dropped)
+
+
+def _handle_duplicates(entity: Entity, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    if entity.duplicates.startswith("latest:"):
+        return frame, 0
+    key = pl.col(entity.key)
+    ranked = frame.with_columns(
+        pl.when(pl.col("__reason").is_null() & key.is_not_null())
+        .then(pl.int_range(pl.len()).over(pl.col("__reason").is_null() & key.is_not_null(), entity.key))
+        .alias("__occurrence"),
+    )
+    if entity.duplicates == "first":
+        kept = ranked.filter(pl.col("__occurrence").is_null() | (pl.col("__occurrence") == 0))
+        return kept.drop("__occurrence"), frame.height - kept.height
+    first_line = pl.col(LINE).min().over(pl.col("__reason").is_null() & key.is_not_null(), entity.key)
+    flagged = ranked.with_columns(
+        pl.when(pl.col("__occurrence") > 0)
+        .then(pl.format(f"duplicate {entity.key} '{{}}' (first at line {{}})", key, first_line))
+        .otherwise(pl.col("__reason"))
+        .alias("__reason")
+    )
+    return flagged.drop("__occurrence"), 0
+
+
+def _rejected_rows(entity: Entity, bad: pl.DataFrame, day: dt.date | None) -> pl.DataFrame:
+    if bad.height == 0:
+        return pl.DataFrame(schema=REJECTED_SCHEMA)
+    record_columns = [c for c in bad.columns if not c.startswith("__") and c not in (LINE, SOURCE, "_broken", "_raw")]
+    record = pl.struct([pl.col(c).cast(pl.String) for c in record_columns]).struct.json_encode()
+    if "_raw" in bad.columns:
+        record = pl.when(pl.col("_raw").is_not_null()).then(pl.col("_raw")).otherwise(record)
+    return bad.select(
+        pl.lit(entity.name).alias("entity"),
+        pl.lit(day, pl.Date).alias("partition_date"),
+        pl.col(SOURCE).cast(pl.String).alias("source_file"),
+        pl.col(LINE).cast(pl.Int64).alias("line"),
+        pl.col(entity.key).cast(pl.String).alias("record_key"),
+        pl.col("__reason").alias("reason"),
+        record.alias("record"),
+    )
+
+
+def summarise_reasons(rejected: pl.DataFrame, limit: int = 5) -> str:
+    """The most frequent rejection reasons as a short Markdown list, for asset metadata."""
+    if rejected.height == 0:
+        return "No rows rejected."
+    first_reason = rejected.select(pl.col("reason").str.split("; ").list.first().str.replace(r"'[^']*'", "'…'"))
+    counts = first_reason.group_by("reason").len().sort(["len", "reason"], descending=[True, False]).head(limit)
+    example = rejected.head(1).row(0, named=True)
+    lines = [f"- {row['len']} × {row['reason']}" for row in counts.iter_rows(named=True)]
+    lines.append(f"\nFirst: `{example['source_file']}` line {example['line']}: {example['reason']}")
+    return "\n".join(lines)
