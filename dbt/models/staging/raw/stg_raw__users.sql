@@ -1,0 +1,15 @@
+-- One row per user_id. Exact copies collapse; conflicting rows with one user_id are kept so
+-- the primary key test fails.
+with source as (
+    select * from {{ source('raw', 'users') }}
+)
+
+select distinct
+    cast(user_id as varchar) as user_id,
+    cast(account_id as varchar) as account_id,
+    cast(email as varchar) as email,
+    cast(role as varchar) as role,
+    cast(created_at as timestamp) as created_at,
+    cast(activated_at as timestamp) as activated_at,
+    cast(deactivated_at as timestamp) as deactivated_at
+from source

@@ -1,0 +1,428 @@
+"""The dbt project (dbt/) on a small hand-made raw layer: real `dbt build` runs into a temporary DuckDB.
+
+Each fixture builds once per module; the tests read the result. The target and log paths are
+under tmp_path, so several test processes can run dbt at the same time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+from dbt.cli.main import dbtRunner, dbtRunnerResult
+
+from cs_pipeline.settings import DBT_PROJECT_DIR
+
+D = dt.date
+T = dt.datetime
+
+LOAD_ID = "1735689600.123456"
+
+# Column types of the raw layer exactly as docs/architecture.md lists them; dlt adds
+# _dlt_load_id and _dlt_id to each table.
+RAW_COLUMNS: dict[str, dict[str, str]] = {
+    "accounts": {
+        "account_id": "VARCHAR", "name": "VARCHAR", "segment": "VARCHAR", "owner_email": "VARCHAR",
+        "plan": "VARCHAR", "licenses": "BIGINT", "status": "VARCHAR", "created_at": "TIMESTAMP",
+    },
+    "contracts": {
+        "contract_id": "VARCHAR", "account_id": "VARCHAR", "start_date": "DATE", "end_date": "DATE",
+        "arr": "DOUBLE",
+    },
+    "users": {
+        "user_id": "VARCHAR", "account_id": "VARCHAR", "email": "VARCHAR", "role": "VARCHAR",
+        "created_at": "TIMESTAMP", "activated_at": "TIMESTAMP", "deactivated_at": "TIMESTAMP",
+    },
+    "tickets": {
+        "ticket_id": "VARCHAR", "account_id": "VARCHAR", "created_at": "TIMESTAMP",
+        "updated_at": "TIMESTAMP", "status": "VARCHAR", "priority": "VARCHAR", "subject": "VARCHAR",
+        "csat": "BIGINT",
+    },
+    "nps_responses": {
+        "response_id": "VARCHAR", "account_id": "VARCHAR", "user_id": "VARCHAR", "score": "BIGINT",
+        "comment": "VARCHAR", "submitted_at": "TIMESTAMP",
+    },
+    "activities": {
+        "activity_id": "VARCHAR", "account_id": "VARCHAR", "owner_email": "VARCHAR", "type": "VARCHAR",
+        "occurred_at": "TIMESTAMP",
+    },
+    "engagements": {
+        "engagement_id": "VARCHAR", "account_id": "VARCHAR", "type": "VARCHAR", "occurred_at": "TIMESTAMP",
+    },
+    "events": {
+        "event_id": "VARCHAR", "account_id": "VARCHAR", "user_id": "VARCHAR", "event": "VARCHAR",
+        "occurred_at": "TIMESTAMP", "event_date": "DATE", "source_file": "VARCHAR",
+    },
+}
+
+ACCOUNTS = [
+    ("A1", "Acme", "enterprise", "csm@vendor.test", "pro", 10, "active", T(2023, 12, 1, 9)),
+    ("A2", "Beta", "smb", "", "starter", 5, "active", T(2024, 2, 1, 9)),
+    ("A3", "Gamma", "mid_market", "csm@vendor.test", "trial", 3, "trial", T(2025, 1, 1, 9)),
+    ("A4", "Delta", "mid_market", "csm2@vendor.test", "pro", 8, "churned", T(2022, 12, 1, 9)),
+]
+
+CONTRACTS = [
+    # A1: C2 starts exactly 30 days after C1's end (renewed, +200); C3 starts before C2 ends
+    # (renewed, +300) and is the last term.
+    ("C1", "A1", D(2024, 1, 1), D(2024, 12, 31), 1000.0),
+    ("C2", "A1", D(2025, 1, 30), D(2026, 1, 29), 1200.0),
+    ("C3", "A1", D(2026, 1, 1), D(2026, 12, 31), 1500.0),
+    # A2: C5 starts 31 days after C4's end: not renewed, yet not churned (C4 is not the last term).
+    ("C4", "A2", D(2024, 3, 1), D(2025, 2, 28), 500.0),
+    ("C5", "A2", D(2025, 3, 31), D(2026, 3, 30), 400.0),
+    # A4: renewed the next day with less ARR (-100), then churned at the end of C7.
+    ("C7", "A4", D(2024, 1, 1), D(2024, 12, 31), 800.0),
+    ("C6", "A4", D(2023, 1, 1), D(2023, 12, 31), 900.0),
+    # An exact copy (another _dlt_id) collapses in staging.
+    ("C6", "A4", D(2023, 1, 1), D(2023, 12, 31), 900.0),
+]
+
+USERS = [
+    ("U1", "A1", "u1@acme.test", "admin", T(2024, 1, 2), T(2024, 1, 3), None),
+    ("U2", "A1", "u2@acme.test", "member", T(2024, 1, 2), None, None),
+    ("U3", "A2", "u3@beta.test", "member", T(2024, 3, 2), T(2024, 3, 2), T(2024, 12, 1)),
+]
+
+TICKETS = [
+    # T1: opened, then resolved: the resolved version wins whatever the row order.
+    ("T1", "A1", T(2025, 1, 1, 9), T(2025, 1, 3, 10, 30), "resolved", "high", "Export broken", 4),
+    ("T1", "A1", T(2025, 1, 1, 9), T(2025, 1, 1, 9), "open", "high", "Export broken", None),
+    # T2: a stale "closed" version is older than the latest "pending" one.
+    ("T2", "A1", T(2024, 12, 30, 8), T(2024, 12, 31, 8), "closed", "urgent", "Login fails", None),
+    ("T2", "A1", T(2024, 12, 30, 8), T(2025, 1, 5, 12), "pending", "urgent", "Login fails", None),
+    ("T2", "A1", T(2024, 12, 30, 8), T(2025, 1, 2, 12), "open", "urgent", "Login fails", None),
+    ("T3", "A2", T(2025, 1, 2, 8), T(2025, 1, 2, 18), "closed", "low", "Question", 5),
+]
+
+NPS_RESPONSES = [
+    ("R1", "A1", "U1", 9, "Great", T(2025, 1, 2, 23, 30)),
+    ("R2", "A2", "", 4, "", T(2025, 1, 3, 0, 15)),
+]
+
+ACTIVITIES = [("X1", "A1", "csm@vendor.test", "qbr", T(2025, 1, 2, 14))]
+
+ENGAGEMENTS: list[tuple] = []  # the table exists and is empty when the source has no file
+
+
+def _event(event_id: str, account_id: str, user_id: str, event: str, at: dt.datetime) -> tuple:
+    return (event_id, account_id, user_id, event, at, at.date(), f"events/date={at.date()}/part-0.jsonl")
+
+
+EVENTS = [
+    _event("E1", "A1", "U1", "login", T(2025, 1, 1, 8)),
+    _event("E1", "A1", "U1", "login", T(2025, 1, 1, 8)),  # re-delivered: counts once
+    _event("E2", "A1", "U1", "login", T(2025, 1, 1, 17)),
+    _event("E3", "A1", "U1", "report.created", T(2025, 1, 1, 17, 5)),
+    _event("E4", "A1", "U2", "login", T(2025, 1, 1, 23, 59, 59)),
+    _event("E5", "A1", "U1", "login", T(2025, 1, 2, 0, 0)),
+    _event("E6", "A2", "U3", "workflow.run", T(2025, 1, 2, 10)),
+    _event("E6", "A2", "U3", "workflow.run", T(2025, 1, 2, 10)),  # re-delivered
+    _event("E7", "A1", "U1", "login", T(2025, 1, 3, 7)),
+]
+
+RAW_ROWS: dict[str, list[tuple]] = {
+    "accounts": ACCOUNTS,
+    "contracts": CONTRACTS,
+    "users": USERS,
+    "tickets": TICKETS,
+    "nps_responses": NPS_RESPONSES,
+    "activities": ACTIVITIES,
+    "engagements": ENGAGEMENTS,
+    "events": EVENTS,
+}
+
+
+def write_raw(warehouse: Path, rows: dict[str, list[tuple]]) -> None:
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema if not exists raw")
+        for table, columns in RAW_COLUMNS.items():
+            ddl = ", ".join(f"{name} {type_}" for name, type_ in columns.items())
+            con.execute(f"create or replace table raw.{table} ({ddl}, _dlt_load_id VARCHAR, _dlt_id VARCHAR)")
+            placeholders = ", ".join("?" for _ in range(len(columns) + 2))
+            data = [(*row, LOAD_ID, f"{table}-{i}") for i, row in enumerate(rows[table])]
+            if data:
+                con.executemany(f"insert into raw.{table} values ({placeholders})", data)
+
+
+def run_dbt(warehouse: Path | None, work: Path, *args: str) -> dbtRunnerResult:
+    """`dbt <args>` as Dagster runs it, with target and logs under `work`."""
+    with pytest.MonkeyPatch.context() as env:
+        if warehouse is None:
+            env.delenv("CS_PIPELINE_WAREHOUSE", raising=False)
+        else:
+            env.setenv("CS_PIPELINE_WAREHOUSE", str(warehouse))
+        try:
+            return dbtRunner().invoke(
+                [
+                    *args,
+                    "--project-dir", str(DBT_PROJECT_DIR),
+                    "--profiles-dir", str(DBT_PROJECT_DIR),
+                    "--target-path", str(work / "target"),
+                    "--log-path", str(work / "logs"),
+                ]
+            )
+        finally:
+            close_dbt_duckdb()
+
+
+def close_dbt_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB instance open for the life of the process (Dagster runs dbt in a
+    subprocess, so only in-process runs see this); close it so the test can open the file."""
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+        DuckDBConnectionManager.close_all_connections()
+
+
+def node_statuses(result: dbtRunnerResult) -> dict[str, str]:
+    """unique_id -> status ('success', 'pass', 'fail', 'warn', 'error', 'skipped')."""
+    return {r.node.unique_id: str(r.status) for r in result.result.results}
+
+
+def query(warehouse: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def daily_vars(min_date: str, max_date: str) -> str:
+    return f"{{min_date: {min_date}, max_date: {max_date}}}"
+
+
+# --- the snapshot part: dbt build --exclude tag:daily ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, dbtRunnerResult]]:
+    work = tmp_path_factory.mktemp("dbt_built")
+    warehouse = work / "warehouse.duckdb"
+    write_raw(warehouse, RAW_ROWS)
+    result = run_dbt(warehouse, work, "build", "--exclude", "tag:daily")
+    yield warehouse, work, result
+
+
+@pytest.fixture(scope="module")
+def warehouse(built: tuple[Path, Path, dbtRunnerResult]) -> Path:
+    return built[0]
+
+
+def test_snapshot_build_passes_every_test_and_leaves_daily_models_out(built):
+    warehouse, _, result = built
+    statuses = node_statuses(result)
+    assert result.success, statuses
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    assert "model.cs_pipeline.fct_contract_terms" in statuses
+    assert not [node for node in statuses if "events" in node or "daily_activity" in node]
+
+    tables = query(
+        warehouse,
+        "select table_schema, table_name, table_type from information_schema.tables"
+        " where table_schema in ('staging', 'marts') order by all",
+    )
+    assert tables == [
+        ("marts", "dim_accounts", "BASE TABLE"),
+        ("marts", "fct_contract_terms", "BASE TABLE"),
+        ("staging", "stg_raw__accounts", "BASE TABLE"),
+        ("staging", "stg_raw__activities", "BASE TABLE"),
+        ("staging", "stg_raw__contracts", "BASE TABLE"),
+        ("staging", "stg_raw__engagements", "BASE TABLE"),
+        ("staging", "stg_raw__nps_responses", "BASE TABLE"),
+        ("staging", "stg_raw__tickets", "BASE TABLE"),
+        ("staging", "stg_raw__users", "BASE TABLE"),
+    ]
+
+
+def test_staging_is_typed_and_drops_dlt_columns(warehouse):
+    columns = query(
+        warehouse,
+        "select column_name, data_type from information_schema.columns"
+        " where table_schema = 'staging' and table_name = 'stg_raw__tickets' order by ordinal_position",
+    )
+    assert columns == [
+        ("ticket_id", "VARCHAR"),
+        ("account_id", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+        ("updated_at", "TIMESTAMP"),
+        ("status", "VARCHAR"),
+        ("priority", "VARCHAR"),
+        ("subject", "VARCHAR"),
+        ("csat", "BIGINT"),
+        ("resolved_at", "TIMESTAMP"),
+    ]
+    assert query(warehouse, "select account_id, owner_email from staging.stg_raw__accounts order by 1") == [
+        ("A1", "csm@vendor.test"),
+        ("A2", None),  # empty -> NULL
+        ("A3", "csm@vendor.test"),
+        ("A4", "csm2@vendor.test"),
+    ]
+    assert query(warehouse, "select count(*) from staging.stg_raw__contracts") == [(7,)]
+    assert query(warehouse, "select count(*) from staging.stg_raw__engagements") == [(0,)]
+
+
+def test_tickets_latest_version_wins_and_resolved_at(warehouse):
+    rows = query(
+        warehouse,
+        "select ticket_id, status, updated_at, resolved_at, csat from staging.stg_raw__tickets order by 1",
+    )
+    assert rows == [
+        ("T1", "resolved", T(2025, 1, 3, 10, 30), T(2025, 1, 3, 10, 30), 4),
+        ("T2", "pending", T(2025, 1, 5, 12), None, None),
+        ("T3", "closed", T(2025, 1, 2, 18), T(2025, 1, 2, 18), 5),
+    ]
+
+
+def test_nps_submitted_date(warehouse):
+    assert query(
+        warehouse, "select response_id, user_id, score, submitted_date from staging.stg_raw__nps_responses order by 1"
+    ) == [("R1", "U1", 9, D(2025, 1, 2)), ("R2", None, 4, D(2025, 1, 3))]
+
+
+def test_contract_terms_renewal_arr_change_and_churn(warehouse):
+    rows = query(
+        warehouse,
+        """
+        select contract_id, account_id, term_number, next_contract_id, next_start_date,
+               is_renewed, arr_change, churned_at
+        from marts.fct_contract_terms order by account_id, term_number
+        """,
+    )
+    assert rows == [
+        # renewed 30 days after end_date: the limit is inclusive
+        ("C1", "A1", 1, "C2", D(2025, 1, 30), True, 200.0, None),
+        # the next term starts before this one ends: renewed
+        ("C2", "A1", 2, "C3", D(2026, 1, 1), True, 300.0, None),
+        ("C3", "A1", 3, None, None, False, None, D(2026, 12, 31)),
+        # 31 days: not renewed, no ARR change, and no churn since a later term exists
+        ("C4", "A2", 1, "C5", D(2025, 3, 31), False, None, None),
+        ("C5", "A2", 2, None, None, False, None, D(2026, 3, 30)),
+        ("C6", "A4", 1, "C7", D(2024, 1, 1), True, -100.0, None),
+        ("C7", "A4", 2, None, None, False, None, D(2024, 12, 31)),
+    ]
+
+
+def test_dim_accounts_current_term(warehouse):
+    rows = query(
+        warehouse,
+        """
+        select account_id, segment, licenses, first_term_start, current_contract_id, current_arr, renewal_date
+        from marts.dim_accounts order by 1
+        """,
+    )
+    assert rows == [
+        ("A1", "enterprise", 10, D(2024, 1, 1), "C3", 1500.0, D(2026, 12, 31)),
+        ("A2", "smb", 5, D(2024, 3, 1), "C5", 400.0, D(2026, 3, 30)),
+        ("A3", "mid_market", 3, None, None, None, None),  # no contract yet
+        ("A4", "mid_market", 8, D(2023, 1, 1), "C7", 800.0, D(2024, 12, 31)),
+    ]
+
+
+# --- the daily part: dbt build --select tag:daily --vars '{min_date: ..., max_date: ...}' ------
+
+
+def activity(warehouse: Path) -> list[tuple]:
+    return query(
+        warehouse,
+        "select activity_date, account_id, user_id, event, event_count"
+        " from marts.fct_user_daily_activity order by all",
+    )
+
+
+@pytest.fixture(scope="module")
+def daily_runs(built) -> dict[str, list[tuple]]:
+    """Runs the daily models a few times on the built warehouse; the rows after each run."""
+    warehouse, work, _ = built
+    snapshots: dict[str, list[tuple]] = {}
+
+    def daily(name: str, min_date: str, max_date: str, *extra: str) -> None:
+        args = ["build", "--select", "tag:daily", "--vars", daily_vars(min_date, max_date), *extra]
+        result = run_dbt(warehouse, work, *args)
+        assert result.success, node_statuses(result)
+        assert set(node_statuses(result).values()) <= {"success", "pass"}
+        snapshots[name] = activity(warehouse)
+
+    daily("first", "2025-01-01", "2025-01-02")
+    daily("again", "2025-01-01", "2025-01-02")
+    # --full-refresh is ignored by the daily model: it would drop the days outside the range.
+    daily("next_day", "2025-01-03", "2025-01-03", "--full-refresh")
+    # Ingestion reloads 2025-01-02 without E5; re-running that day replaces its rows.
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from raw.events where event_id = 'E5'")
+    daily("reloaded", "2025-01-02", "2025-01-02")
+    return snapshots
+
+
+DAY_1_2 = [
+    (D(2025, 1, 1), "A1", "U1", "login", 2),
+    (D(2025, 1, 1), "A1", "U1", "report.created", 1),
+    (D(2025, 1, 1), "A1", "U2", "login", 1),
+    (D(2025, 1, 2), "A1", "U1", "login", 1),
+    (D(2025, 1, 2), "A2", "U3", "workflow.run", 1),
+]
+
+
+def test_daily_activity_counts_only_the_range(daily_runs):
+    assert daily_runs["first"] == DAY_1_2
+
+
+def test_daily_activity_rerun_of_a_range_gives_identical_rows(daily_runs):
+    assert daily_runs["again"] == daily_runs["first"]
+
+
+def test_daily_activity_run_keeps_days_outside_its_range(daily_runs):
+    assert daily_runs["next_day"] == [*DAY_1_2, (D(2025, 1, 3), "A1", "U1", "login", 1)]
+    assert daily_runs["reloaded"] == [
+        row for row in daily_runs["next_day"] if row != (D(2025, 1, 2), "A1", "U1", "login", 1)
+    ]
+
+
+def test_events_view_dedups_and_pushes_the_day_filter_into_the_scan(warehouse, daily_runs):
+    assert query(warehouse, "select table_type from information_schema.tables where table_name = 'stg_raw__events'") == [
+        ("VIEW",)
+    ]
+    assert query(
+        warehouse, "select event_id, count(*) from staging.stg_raw__events group by 1 having count(*) > 1"
+    ) == []
+    plan = "\n".join(
+        row[1]
+        for row in query(warehouse, "explain select * from staging.stg_raw__events where event_date = date '2025-01-02'")
+    )
+    scan = plan[plan.index("SEQ_SCAN") :]
+    assert "Filters" in scan and "event_date" in scan.split("Filters", 1)[1], plan
+
+
+def test_daily_models_need_their_vars(built, tmp_path):
+    warehouse, _, _ = built
+    result = run_dbt(warehouse, tmp_path, "build", "--select", "fct_user_daily_activity")
+    assert not result.success
+    messages = " ".join(str(r.message) for r in result.result.results)
+    assert "var 'min_date' is missing" in messages
+    assert "--vars '{min_date: YYYY-MM-DD, max_date: YYYY-MM-DD}'" in messages
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_conflicting_account_rows_fail_the_primary_key_test_and_stop_the_marts(tmp_path):
+    """Two different rows with one account_id: staging cannot tell which is right, so it keeps
+    both and the unique test fails; the marts built on accounts are skipped."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    conflicting = ("A1", "Acme Inc", "enterprise", "other@vendor.test", "pro", 12, "active", T(2023, 12, 1, 9))
+    write_raw(warehouse, {**RAW_ROWS, "accounts": [*ACCOUNTS, conflicting]})
+    result = run_dbt(warehouse, tmp_path, "build", "--exclude", "tag:daily")
+
+    assert not result.success
+    statuses = node_statuses(result)
+    unique_accounts = [node for node in statuses if node.startswith("test.cs_pipeline.unique_stg_raw__accounts_account_id")]
+    assert [statuses[node] for node in unique_accounts] == ["fail"]
+    assert statuses["model.cs_pipeline.dim_accounts"] == "skipped"
+    assert statuses["model.cs_pipeline.stg_raw__contracts"] == "success"
+
+
+def test_missing_warehouse_env_var_is_named(tmp_path):
+    result = run_dbt(None, tmp_path, "parse")
+    assert not result.success
+    assert "CS_PIPELINE_WAREHOUSE" in str(result.exception)
