@@ -7,6 +7,7 @@ uses, so a run from the command line and a run from `dagster dev` compute the sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -84,21 +85,25 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     instance = _instance()
     log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}}
     say = (lambda *_: None) if quiet else print
+    log_file = settings.warehouse_path().parent / "logs" / f"run-{first}-{last}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     say(f"Running the pipeline for {first} .. {last} ({(last - first).days + 1} days) in one range run")
+    say(f"  dbt and dlt output: {log_file}")
     started = time.monotonic()
-    result = defs.resolve_job_def("daily_pipeline").execute_in_process(
-        instance=instance,
-        run_config=log_config,
-        tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
-        raise_on_error=False,
-    )
+    # dagster-dbt echoes dbt's log lines to stdout; the command's own output stays a summary.
+    with log_file.open("w") as log, contextlib.redirect_stdout(log):
+        result = defs.resolve_job_def("daily_pipeline").execute_in_process(
+            instance=instance,
+            run_config=log_config,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
+            raise_on_error=False,
+        )
     _raise_if_failed(result, "daily_pipeline")
+    materialized: dict[str, int] = {}
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
-        if mat is None:
-            continue
-        rows = mat.metadata.get("dagster/row_count")
-        say(f"  {mat.asset_key.to_user_string():32} {'' if rows is None else f'{rows.value:>10,} rows'}")
+        key = event.materialization.asset_key.to_user_string()
+        materialized[key] = materialized.get(key, 0) + 1
+    say(f"  materialized {len(materialized)} assets: {', '.join(sorted(materialized))}")
     checks = result.get_asset_check_evaluations()
     failed_checks = [c for c in checks if not c.passed]
     say(f"  asset checks: {len(checks) - len(failed_checks)} passed, {len(failed_checks)} failed")

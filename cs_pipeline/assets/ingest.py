@@ -48,12 +48,19 @@ def raw_key(entity: str) -> dg.AssetKey:
 # --- dlt ---------------------------------------------------------------------------------------
 
 
-def _timestamp_hints(frame: pl.DataFrame) -> dict[str, dict[str, object]]:
-    return {
-        name: {"data_type": "timestamp", "timezone": False}
-        for name, dtype in frame.schema.items()
-        if isinstance(dtype, pl.Datetime)
-    }
+DLT_TYPES = {"string": "text", "timestamp": "timestamp", "date": "date", "integer": "bigint", "decimal": "double"}
+
+
+def _column_hints(entity: str) -> dict[str, dict[str, object]]:
+    """Every contract column declared to dlt: a column that is empty in one export still exists,
+    and timestamps stay naive UTC."""
+    hints: dict[str, dict[str, object]] = {"source_file": {"data_type": "text", "nullable": True}}
+    for column in ENTITIES[entity].columns:
+        hint: dict[str, object] = {"data_type": DLT_TYPES[column.kind], "nullable": True}
+        if column.kind == "timestamp":
+            hint["timezone"] = False
+        hints[column.name] = hint
+    return hints
 
 
 def _dlt_pipeline(warehouse: WarehouseResource, name: str) -> dlt.Pipeline:
@@ -213,7 +220,7 @@ def raw_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     _run_dlt(
         pipeline,
         [
-            dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_timestamp_hints(frame))
+            dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_column_hints(entity))
             for entity, frame in loadable.items()
         ],
         {entity: frame.height for entity, frame in loadable.items()},
@@ -283,7 +290,7 @@ def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
                 yield table.to_arrow()
 
     pipeline = _dlt_pipeline(warehouse, "cs_pipeline_events")
-    hints = {"occurred_at": {"data_type": "timestamp", "timezone": False}, "event_date": {"data_type": "date"}}
+    hints = {**_column_hints("events"), "event_date": {"data_type": "date", "nullable": False}}
     try:
         pipeline.run(dlt.resource(day_tables(), name=EVENTS_INCOMING, write_disposition="replace", columns=hints))
     except Exception as exc:

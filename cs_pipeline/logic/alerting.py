@@ -101,7 +101,8 @@ def alert_rows(
     if found.height == 0:
         return pl.DataFrame(schema=ALERT_SCHEMA)
     renotify = {rule.id: rule.renotify_days for rule in rules.rules}
-    episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify)  # type: ignore[arg-type]
+    first_date = health["partition_date"].min()
+    episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify, first_date=first_date)  # type: ignore[arg-type]
     joined = episodes.join(health, on=["account_id", "partition_date"], how="left")
     rows = []
     for row in joined.iter_rows(named=True):
@@ -127,7 +128,7 @@ def alert_rows(
                 "facts": json.dumps(_facts(rule, row), sort_keys=True),
                 "message": render(rule.message, row),
                 "task_title": render(rule.task.title, row),
-                "task_steps": json.dumps(list(rule.task.steps)),
+                "task_steps": json.dumps([render(step, row) for step in rule.task.steps]),
                 "task_due_date": row["partition_date"] + dt.timedelta(days=rule.task.due_in_days),
                 "task_priority": rule.task.priority,
             }

@@ -31,7 +31,7 @@ def _asof(frame: pl.LazyFrame, right: pl.LazyFrame, on: str, columns: list[str])
     """For each (account, partition_date) the right-hand row with the latest `on` day <= D."""
     right = right.select("account_id", pl.col(on).alias("_key"), *columns).sort("_key")
     return frame.sort("partition_date").join_asof(
-        right, left_on="partition_date", right_on="_key", by="account_id", strategy="backward"
+        right, left_on="partition_date", right_on="_key", by="account_id", strategy="backward", check_sortedness=False
     ).drop("_key")
 
 

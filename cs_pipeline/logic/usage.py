@@ -86,7 +86,7 @@ def _last_login(frame: pl.LazyFrame, login_days: pl.LazyFrame) -> pl.LazyFrame:
     ).sort("_login_key")
     return (
         frame.sort("partition_date")
-        .join_asof(logins, left_on="partition_date", right_on="_login_key", by="account_id", strategy="backward")
+        .join_asof(logins, left_on="partition_date", right_on="_login_key", by="account_id", strategy="backward", check_sortedness=False)
         .drop("_login_key")
         .with_columns((pl.col("partition_date") - pl.col("last_login_date")).dt.total_days().alias("days_since_last_login"))
     )

@@ -22,5 +22,5 @@ select
 from source
 qualify row_number() over (
     partition by event_date, event_id
-    order by occurred_at, _dlt_load_id, _dlt_id
+    order by occurred_at, account_id, user_id, event
 ) = 1
