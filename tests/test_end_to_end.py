@@ -1,0 +1,237 @@
+"""The real pipeline on the hand-planted data set: dlt, dbt, polars, Dagster, sensor, Slack.
+
+Everything runs for real: files are loaded by dlt into a DuckDB file, dbt builds staging and
+marts, the polars assets compute usage, health and alerts, the sensor is evaluated against the
+Dagster instance, and the dispatch job talks to a loopback Slack-compatible server through
+slack-sdk. The expected alerts in `tests/support/planted.py` were derived by hand from the
+contract's rule table.
+"""
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from cs_pipeline import settings
+from tests.support import planted
+from tests.support.slack_server import SlackServer
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "xoxb-e2e-secret-token"
+
+
+@dataclass
+class Pipeline:
+    root: Path
+    warehouse: Path
+    server: SlackServer
+    instance: dg.DagsterInstance
+    cursor: str | None = None
+
+    def materialize(self, first: dt.date, last: dt.date) -> dg.ExecuteInProcessResult:
+        from cs_pipeline.definitions import defs, resources
+
+        return dg.materialize(
+            list(defs.assets or []),
+            resources=resources(),
+            instance=self.instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
+        )
+
+    def tick(self) -> dg.SensorResult | list:
+        from cs_pipeline.sensors.alerts import alert_dispatch_sensor
+
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor)
+        data = alert_dispatch_sensor.evaluate_tick(context)
+        self.cursor = data.cursor or self.cursor
+        return data
+
+    def dispatch(self, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
+        from cs_pipeline.definitions import resources
+        from cs_pipeline.jobs.dispatch import dispatch_alerts
+
+        return dispatch_alerts.execute_in_process(resources=resources(), instance=self.instance, tags=tags)
+
+    def sql(self, query: str, params: list | None = None) -> list[tuple]:
+        with duckdb.connect(str(self.warehouse), read_only=True) as con:
+            return con.execute(query, params or []).fetchall()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    planted.write(root / "data")
+    config = root / "config"
+    config.mkdir()
+    (config / "health_model.yaml").write_text(planted.HEALTH_MODEL)
+    shutil.copy(settings.SHIPPED_CONFIG_DIR / "rules.yaml", config / "rules.yaml")
+    with SlackServer(users=planted.OWNERS, token=TOKEN) as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("CS_PIPELINE_WAREHOUSE", str(root / "warehouse.duckdb"))
+        env.setenv("CS_PIPELINE_DATA_DIR", str(root / "data"))
+        env.setenv("CS_PIPELINE_CONFIG_DIR", str(config))
+        env.setenv("CS_PIPELINE_TODAY", planted.TODAY.isoformat())
+        env.setenv("CS_PIPELINE_OUTBOX", str(root / "outbox"))
+        env.setenv("SLACK_BOT_TOKEN", TOKEN)
+        env.setenv("SLACK_API_URL", server.url)
+        (root / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            yield Pipeline(root, root / "warehouse.duckdb", server, instance)
+
+
+def _alerts() -> set[tuple[str, str, str, str]]:
+    from cs_pipeline.cli import read_alerts
+
+    return {(a["rule_id"], a["account_id"], a["episode_start"].isoformat(), a["status"]) for a in read_alerts()}
+
+
+def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
+    result = pipeline.materialize(planted.FIRST, planted.LAST)
+    assert result.success
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    # 1 bad account of 11 and 1 bad contract of 12 pass the 5 % limit; events stay below it.
+    assert checks[("raw/accounts", "rejected_share_below_limit")] is False
+    assert checks[("raw/events", "rejected_share_below_limit")] is True
+    assert checks[("account_health", "score_within_scale")] is True
+
+    # The first dispatch meets a Slack outage for one message: it fails with a reason.
+    pipeline.server.fail_next("chat.postMessage", 3, "server_error")
+    tick = pipeline.tick()
+    assert [r.tags["cs_pipeline/trigger"] for r in tick.run_requests] == ["alerts"]
+    assert pipeline.dispatch(tick.run_requests[0].tags).success
+
+    sent = {a for a in _alerts() if a[3] == "sent"}
+    failed = {a for a in _alerts() if a[3] == "failed"}
+    expected_live = {a[:3] for a in planted.EXPECTED_ALERTS if a[3] == "sent"}
+    assert len(failed) == 1 and len(sent) == len(expected_live) - 1
+    reason = pipeline.sql("SELECT reason FROM actions.deliveries WHERE status = 'failed'")[0][0]
+    assert "500" in reason and TOKEN not in reason
+
+    # The next tick retries the failed delivery; nothing already sent is sent again.
+    retry = pipeline.tick()
+    assert [r.tags["cs_pipeline/trigger"] for r in retry.run_requests] == ["retry"]
+    assert pipeline.dispatch(retry.run_requests[0].tags).success
+    assert _alerts() == planted.EXPECTED_ALERTS
+    assert len(pipeline.server.messages) == len(expected_live)
+
+
+def test_messages_reach_the_owner_or_the_segment_channel(pipeline):
+    by_alert = {m["metadata"]["event_payload"]["alert_id"]: m for m in pipeline.server.messages}
+    assert len(by_alert) == len(pipeline.server.messages), "one message per alert"
+    rows = pipeline.sql("SELECT DISTINCT alert_id, account_id, owner_email, rule_id FROM analytics.alert_events")
+    for alert_id, account_id, owner, rule_id in rows:
+        if alert_id not in by_alert:
+            continue
+        message = by_alert[alert_id]
+        if owner:
+            assert message["channel"] == planted.OWNERS[owner], account_id
+        else:  # acc_tickets has no owner: its segment's channel
+            assert message["channel"] == "#cs-mid-market"
+        text = json.dumps(message["blocks"])
+        assert account_id.replace("_", " ").title() in text and alert_id in text
+
+
+def test_the_alert_message_explains_itself(pipeline):
+    no_login = next(
+        m for m in pipeline.server.messages
+        if "acc_nologin" in json.dumps(m["blocks"]) and "no_login_20d" in json.dumps(m["blocks"])
+    )
+    text = json.dumps(no_login["blocks"])
+    assert "25 days" in text  # last login 2025-04-05, partition 2025-04-30
+    assert "2025-04-05" in text
+    assert "2026-05-31" in text  # renewal date
+    assert "Due" in text or "due" in text
+
+
+def test_one_task_per_live_alert_with_its_playbook(pipeline):
+    tasks = pipeline.sql(
+        "SELECT t.alert_id, t.owner_email, t.due_date, t.steps, e.partition_date, e.rule_id FROM actions.tasks t "
+        "JOIN (SELECT alert_id, max(partition_date) AS partition_date, any_value(rule_id) AS rule_id "
+        "FROM analytics.alert_events GROUP BY alert_id) e USING (alert_id)"
+    )
+    assert len(tasks) == sum(1 for a in planted.EXPECTED_ALERTS if a[3] == "sent")
+    from cs_pipeline.logic.config import load_health_model, load_rules
+
+    model = load_health_model(pipeline.root / "config" / "health_model.yaml")
+    rules = load_rules(pipeline.root / "config" / "rules.yaml", model)
+    for _, owner, due, steps, partition_date, rule_id in tasks:
+        rule = rules.by_id[rule_id]
+        assert due == partition_date + dt.timedelta(days=rule.task.due_in_days)
+        assert len(json.loads(steps)) == len(rule.task.steps) >= 3
+
+
+def test_rejected_rows_are_kept_with_their_reason(pipeline):
+    rows = {(e, k): r for e, k, r in pipeline.sql("SELECT entity, record_key, reason FROM raw.rejected_rows")}
+    for key, reason in planted.REJECTED.items():
+        assert reason in rows[key]
+    line = pipeline.sql("SELECT line, source_file FROM raw.rejected_rows WHERE record_key = 'acc_bad'")[0]
+    assert line[0] == 12 and line[1].endswith("accounts.csv")
+
+
+def test_usage_counts_a_redelivered_event_once_and_reads_every_file_format(pipeline):
+    logins = dict(
+        pipeline.sql(
+            "SELECT partition_date::VARCHAR, logins FROM analytics.account_daily_usage "
+            "WHERE account_id = 'acc_healthy' AND partition_date BETWEEN '2025-03-02' AND '2025-03-05'"
+        )
+    )
+    # Six activated users log in daily; the re-delivered login and the out-of-day one do not count.
+    assert logins == {"2025-03-02": 6, "2025-03-03": 6, "2025-03-04": 6, "2025-03-05": 6}
+    usage = pipeline.sql(
+        "SELECT license_activation_rate, deployment_rate, active_users_30d, days_since_last_login "
+        "FROM analytics.account_daily_usage WHERE account_id = 'acc_nologin' AND partition_date = '2025-04-30'"
+    )[0]
+    assert usage == (0.5, 0.6, 5, 25)
+
+
+def test_rerunning_history_changes_nothing_and_sends_nothing(pipeline):
+    before_alerts = pipeline.sql("SELECT * FROM analytics.alert_events ORDER BY alert_id, partition_date")
+    before_health = pipeline.sql("SELECT count(*), sum(score) FROM analytics.account_health")
+    assert pipeline.materialize(planted.FIRST, planted.LAST).success
+    tick = pipeline.tick()
+    assert len(tick.run_requests) == 1
+    assert pipeline.dispatch(tick.run_requests[0].tags).success
+    assert pipeline.sql("SELECT * FROM analytics.alert_events ORDER BY alert_id, partition_date") == before_alerts
+    assert pipeline.sql("SELECT count(*), sum(score) FROM analytics.account_health") == before_health
+    assert pipeline.sql("SELECT count(*) FROM raw.events")[0][0] == pipeline.sql(
+        "SELECT count(DISTINCT (event_date, event_id)) FROM raw.events"
+    )[0][0]
+    assert len(pipeline.server.messages) == sum(1 for a in planted.EXPECTED_ALERTS if a[3] == "sent")
+    assert _alerts() == planted.EXPECTED_ALERTS
+    # Nothing new since: the sensor skips.
+    assert pipeline.tick().run_requests == []
+
+
+def test_backfilling_one_past_partition_is_deterministic_and_silent(pipeline):
+    day = dt.date(2025, 3, 10)
+    before = pipeline.sql("SELECT * FROM analytics.alert_events WHERE partition_date = ? ORDER BY alert_id", [day])
+    assert pipeline.materialize(day, day).success
+    assert pipeline.sql("SELECT * FROM analytics.alert_events WHERE partition_date = ? ORDER BY alert_id", [day]) == before
+    assert any(r[1] == "nps_detractor" for r in before)
+    # The materialization has no live alerts, so the sensor launches nothing.
+    assert pipeline.tick().run_requests == []
+    assert _alerts() == planted.EXPECTED_ALERTS
+
+
+def test_cli_lists_alerts_and_tasks_as_json(pipeline):
+    def cli(*args: str) -> list[dict]:
+        done = subprocess.run(
+            [sys.executable, "-m", "cs_pipeline.cli", *args, "--format", "json", "--warehouse", str(pipeline.warehouse)],
+            capture_output=True, text=True, check=True,
+        )
+        return json.loads(done.stdout)
+
+    alerts = cli("alerts")
+    assert {(a["rule_id"], a["account_id"], a["episode_start"], a["status"]) for a in alerts} == planted.EXPECTED_ALERTS
+    assert set(alerts[0]) == {"alert_id", "rule_id", "account_id", "partition_date", "episode_start", "severity", "status", "task_id"}
+    tasks = cli("tasks")
+    assert {t["alert_id"] for t in tasks} == {a["alert_id"] for a in alerts if a["status"] == "sent"}
+    assert all(a["task_id"] for a in alerts if a["status"] == "sent")
