@@ -5,7 +5,8 @@
     python3 dev.py test     # create .venv, install, run the test suite
     python3 dev.py ui       # create .venv, install, open the Dagster UI (dagster dev)
 
-The virtual environment is created once and reinstalled only when pyproject.toml changes.
+The virtual environment is created once and reinstalled only when pyproject.toml or
+constraints.txt (the exact versions tested) change.
 Any further arguments are passed on (to `cs-pipeline demo`, `pytest` or `dagster dev`).
 """
 
@@ -31,7 +32,7 @@ def _run(*command: str | Path, env: dict[str, str] | None = None) -> int:
 def ensure_environment() -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"cs_pipeline needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
     if not (BIN / "python").exists():
@@ -39,7 +40,7 @@ def ensure_environment() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("Installing cs_pipeline and its dependencies (first time: a minute or two)", flush=True)
     pip = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
-    if _run(*pip, "--upgrade", "pip") != 0 or _run(*pip, "-e", ".[dev]") != 0:
+    if _run(*pip, "--upgrade", "pip") != 0 or _run(*pip, "-c", "constraints.txt", "-e", ".[dev]") != 0:
         sys.exit("installing the dependencies failed (see pip's output above)")
     STAMP.write_text(wanted)
 
