@@ -16,6 +16,13 @@ All randomness comes from `numpy.random.default_rng(seed)`, and each day's event
 seeded with `(seed, day)`, so a spec always gives byte-identical files. Arrays are built with
 numpy and pyarrow, never row by row: benchmarks ask for a million users and ten million events a
 day.
+
+Limits, by design: situations are planted only when the window has at least 60 days (they need
+a month of normal history before the last month), and all of them (20 accounts) only when there
+are at least 29 accounts, since 30 % are kept healthy; fewer accounts plant the first ones of
+`_plant_catalogue`. Healthy accounts avoid 90-180 days to renewal on every day for windows of up
+to 234 days; beyond that, that part of renewal_at_risk can hold early in the window and only
+their green band keeps the rule quiet.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ TOUCH_CADENCE_DAYS = (7, 14, 30)
 ENGAGEMENT_TYPES = ("email_click", "webinar", "community_post", "event")
 ENGAGEMENT_SHARES = (0.55, 0.20, 0.17, 0.08)
 ENGAGEMENTS_PER_30D = (6.0, 3.0, 1.5)
+CSAT_SCORES, CSAT_SHARES = (1, 2, 3, 4, 5), (0.05, 0.07, 0.13, 0.35, 0.40)
 NPS_SHARES = (0.02, 0.01, 0.02, 0.02, 0.03, 0.04, 0.06, 0.10, 0.18, 0.24, 0.28)  # scores 0..10
 
 MIN_DAYS_FOR_PLANTS = 60  # the situations need 30 days of history before the last 30 days
@@ -327,10 +335,14 @@ class _World:
         self.acc.n_terms[a] = _terms_through(np.array([first_start]), self.win.end)[0]
         self.acc.created_s[a] = (first_start - 21) * DAY_S + 9 * HOUR_S
 
-    def user_rows(self, a: int, ranks: range | None = None) -> np.ndarray:
+    def user_rows(self, a: int, ranks: range) -> np.ndarray:
+        """Rows of account a's users with these ranks (active users have the lowest ranks)."""
         first = self.users.first_row(a)
-        ranks = ranks if ranks is not None else range(int(self.acc.n_users[a]))
         return np.arange(first + ranks.start, first + ranks.stop)
+
+    def first_user(self, a: int) -> int:
+        """The account's admin, an active user in every profile."""
+        return self.users.first_row(a)
 
     def add_session(self, day: int, user: int, events: tuple[int, ...], hour: float = 9.0) -> None:
         self.sessions.append((day, user, events, hour))
@@ -347,8 +359,7 @@ class _World:
         })
 
     def add_nps(self, a: int, day: int, score: int, comment: str) -> None:
-        user = self.user_rows(a, range(0, 1))[0]
-        self.nps.append({"account": a, "user": user, "submitted_s": day * DAY_S + 15 * HOUR_S,
+        self.nps.append({"account": a, "user": self.first_user(a), "submitted_s": day * DAY_S + 15 * HOUR_S,
                          "score": score, "comment": comment})
 
 
@@ -388,27 +399,28 @@ def _numbered(prefix: str, n: int, width: int) -> list[str]:
     return [f"{prefix}{i + 1:0{width}d}" for i in range(n)]
 
 
-def _company_names(rng: np.random.Generator, n: int) -> tuple[list[str], list[str]]:
-    """`Cedar Logistics` / `cedar-logistics.example.com`, numbered once the pairs run out."""
-    n_pairs = len(COMPANY_FIRST) * len(COMPANY_SECOND)
+def _distinct_pairs(rng: np.random.Generator, n: int, firsts: tuple[str, ...],
+                    seconds: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """n distinct (first, second, number) triples in random order; the number is empty until
+    every pair has been used once, then 2, 3..."""
+    n_pairs = len(firsts) * len(seconds)
     pairs = rng.permutation(n_pairs)
-    names = []
+    triples = []
     for i in range(n):
         pair, round_ = pairs[i % n_pairs], i // n_pairs
-        first, second = COMPANY_FIRST[pair // len(COMPANY_SECOND)], COMPANY_SECOND[pair % len(COMPANY_SECOND)]
-        names.append(f"{first} {second}{f' {round_ + 1}' if round_ else ''}")
+        triples.append((firsts[pair // len(seconds)], seconds[pair % len(seconds)], str(round_ + 1) if round_ else ""))
+    return triples
+
+
+def _company_names(rng: np.random.Generator, n: int) -> tuple[list[str], list[str]]:
+    """`Cedar Logistics` and its e-mail domain `cedar-logistics.example.com`."""
+    names = [f"{a} {b} {k}".strip() for a, b, k in _distinct_pairs(rng, n, COMPANY_FIRST, COMPANY_SECOND)]
     return names, [name.lower().replace(" ", "-") + ".example.com" for name in names]
 
 
 def _csm_emails(rng: np.random.Generator, n: int) -> list[str]:
-    """`alice.martin@example.com`: distinct first/last pairs, numbered once they run out."""
-    pairs = rng.permutation(len(FIRST_NAMES) * len(LAST_NAMES))
-    emails = []
-    for i in range(n):
-        pair, round_ = pairs[i % len(pairs)], i // len(pairs)
-        first, last = FIRST_NAMES[pair // len(LAST_NAMES)], LAST_NAMES[pair % len(LAST_NAMES)]
-        emails.append(f"{first}.{last}{round_ + 1 if round_ else ''}@example.com")
-    return emails
+    """`alice.martin@example.com`, one per CSM."""
+    return [f"{a}.{b}{k}@example.com" for a, b, k in _distinct_pairs(rng, n, FIRST_NAMES, LAST_NAMES)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,7 +510,8 @@ def _make_calm(rng: np.random.Generator, acc: _Accounts, win: _Window, rows: np.
     # window is short enough) the previous one ended less than 90 days after the window's first
     # day, so no day sees days_to_renewal in 90..180 (renewal_at_risk). The first term started
     # long before the window: no onboarding check-in, no day-90 review.
-    latest = 455 - win.days - 5
+    # (r <= 360 keeps end_date inside the current term.)
+    latest = min(455 - win.days - 5, 360)
     r = rng.integers(205, latest + 1, n) if latest > 215 else rng.integers(205, 361, n)
     term_end = win.end + r
     current_start = _add_months(term_end + 1, -12)
@@ -596,6 +609,7 @@ class _NoLogin(_Plant):
         return {
             "situation": f"several users log in daily until {w.win.date(last)}, then no event at all",
             "fires_on": w.win.dates(last + 20, w.win.end),
+            "may_also_fire": ["health_drop"],  # usage stopping is what that rule watches too
         }
 
 
@@ -612,8 +626,10 @@ class _NoLoginEarly(_Plant):
     def script(self, w: _World, a: int) -> dict:
         last, back = w.win.start + self.PAUSE[0] - 1, w.win.start + self.PAUSE[1]
         return {
-            "situation": f"no event from {w.win.date(last + 1)} to {w.win.date(back - 1)}; daily logins before and after",
+            "situation": (f"no event from {w.win.date(last + 1)} to {w.win.date(back - 1)}; "
+                          "daily logins before and after"),
             "fires_on": w.win.dates(last + 20, back - 1),
+            "may_also_fire": ["health_drop"],
         }
 
 
@@ -658,12 +674,15 @@ class _LowHealthDay90(_Plant):
             "fires_on": w.win.dates(first + 90, first + 96),
             "score_based": True,
             "also_fires": also,
+            "may_also_fire": ["health_drop"],  # its few logins lift the score a month earlier
         }
 
 
 class _HealthDrop(_Plant):
-    """A very healthy account whose usage stops completely ~25-29 days before N, then seats
-    are removed, urgent tickets pile up and a detractor answers the survey."""
+    """A very healthy account whose usage stops completely 30-31 days before N, then half its
+    seats are removed, urgent tickets pile up and a detractor answers the survey. The stop is
+    placed so that on N the 30-day usage window is empty while N-30 was still a normal day:
+    every usage indicator falls at once, whatever the weights."""
 
     rule = "health_drop"
 
@@ -684,7 +703,7 @@ class _HealthDrop(_Plant):
     def script(self, w: _World, a: int) -> dict:
         last = w.win.end - self.ago
         active = int(w.acc.n_active[a])
-        removed = w.user_rows(a, range(active - round(0.4 * active), active))
+        removed = w.user_rows(a, range(active - round(0.5 * active), active))
         w.users.deactivated_s[removed] = (last + 14) * DAY_S + 11 * HOUR_S
         w.users.to_day[removed] = last + 14
         w.add_ticket(a, last + 7, URGENT, subject=4)
@@ -692,7 +711,7 @@ class _HealthDrop(_Plant):
         w.add_ticket(a, last + 11, HIGH, subject=3)
         w.add_nps(a, last + 9, 1, NPS_COMMENTS[0][0])
         return {
-            "situation": (f"healthy with daily use until {w.win.date(last)}, then no event; 40 % of seats removed "
+            "situation": (f"healthy with daily use until {w.win.date(last)}, then no event; half the seats removed "
                           f"on {w.win.date(last + 14)}; 3 high/urgent tickets open; NPS 1; no CSM touch since "
                           f"{w.win.date(last - 7)}"),
             "fires_on": w.win.dates(w.win.end, w.win.end),
@@ -720,12 +739,12 @@ class _RenewalAtRisk(_Plant):
         acc.n_active[a], acc.n_deactivated[a] = max(2, round(0.2 * licenses)), 0
         acc.users_from_s[a] = NONE
         acc.engagement[a], acc.core_users[a] = 0.0, 0
-        acc.touch_to[a] = w.win.start - 90
+        acc.touch_to[a] = w.win.start - 60  # the last CSM touch was two months before the window
         acc.nps_rate[a] = acc.marketing[a] = 0.0
 
     def script(self, w: _World, a: int) -> dict:
         start = w.win.start
-        w.add_session(start, int(w.user_rows(a, range(0, 1))[0]), (LOGIN,))
+        w.add_session(start, w.first_user(a), (LOGIN,))
         w.add_ticket(a, start - 20, URGENT, subject=2)
         w.add_ticket(a, start + 10, URGENT, pending=start + 11, subject=0)
         w.add_nps(a, start - 40, 3, NPS_COMMENTS[0][2])
@@ -737,6 +756,7 @@ class _RenewalAtRisk(_Plant):
             "condition_days": w.win.dates(term_end - 180, term_end - 90),
             "score_based": True,
             "also_fires": {"no_login_20d": w.win.dates(start + 20, w.win.end)},
+            "may_also_fire": ["health_drop"],  # early in the window, after its one login
         }
 
 
@@ -763,9 +783,8 @@ class _UpsellReady(_Plant):
         w.users.created_s[late] = (reached - 10) * DAY_S + 10 * HOUR_S
         w.users.activated_s[late] = reached * DAY_S + 11 * HOUR_S
         w.users.from_day[late] = reached + 1
-        admin = int(w.user_rows(a, range(0, 1))[0])
         for day in range(w.win.start, w.win.end + 1):
-            w.add_session(day, admin, (LOGIN, REPORT, WORKFLOW), hour=8.0)
+            w.add_session(day, w.first_user(a), (LOGIN, REPORT, WORKFLOW), hour=8.0)
         return {
             "situation": (f"{len(late)} seats activated on {w.win.date(reached)}: activation "
                           f"{before}/{licenses} -> {w.acc.n_active[a]}/{licenses}; report.created and "
@@ -806,9 +825,10 @@ class _TicketSurge(_Plant):
             w.add_ticket(a, created_day, priority, resolved=resolved_day, pending=pending, subject=5 + i)
             spans.append((created_day, resolved_day if resolved_day is not None else NEVER))
         surge = [d for d in range(w.win.start, w.win.end + 1) if sum(c <= d < r for c, r in spans) >= 3]
+        outcome = "resolved a week later" if self.from_start else "still open"
         return {
-            "situation": f"{len(spans)} high/urgent tickets opened {w.win.date(spans[0][0])}.."
-                         f"{w.win.date(spans[-1][0])}" + ("; resolved a week later" if self.from_start else "; still open"),
+            "situation": (f"{len(spans)} high/urgent tickets opened {w.win.date(spans[0][0])}.."
+                          f"{w.win.date(spans[-1][0])}; {outcome}"),
             "fires_on": [w.win.date(d).isoformat() for d in surge],
         }
 
@@ -836,18 +856,20 @@ class _Onboarding(_Plant):
 
 
 def _plant_catalogue() -> list[_Plant]:
-    """In priority order: with few accounts only the first ones are planted."""
+    """In priority order: with few accounts only the first ones are planted. The first plant of
+    each rule is still true on N-1 or N, so with today = end_date + 1 and the default live window
+    it is sent live; most others closed earlier and are recorded as suppressed backfill."""
     late_surge = ((-15, HIGH, None), (-14, URGENT, None), (-13, HIGH, None))
     late_surge_2 = ((-9, URGENT, None), (-8, HIGH, None), (-7, HIGH, None), (-7, URGENT, None))
     early_surge = ((20, HIGH, 28), (21, URGENT, 29), (22, HIGH, 31))
     first_of_each = [
-        _NoLogin(last_login_ago=30), _LowHealthDay90(first_term_ago=110), _HealthDrop(last_active_ago=29),
-        _RenewalAtRisk(ends_in=120), _UpsellReady(reached_ago=30), _NpsDetractor(3, ago=12),
-        _TicketSurge(late_surge), _Onboarding(first_term_ago=35),
+        _NoLogin(last_login_ago=30), _LowHealthDay90(first_term_ago=93), _HealthDrop(last_active_ago=31),
+        _RenewalAtRisk(ends_in=120), _UpsellReady(reached_ago=30), _NpsDetractor(5, ago=1),
+        _TicketSurge(late_surge), _Onboarding(first_term_ago=31),
     ]
     second_of_each = [
-        _NoLogin(last_login_ago=27), _LowHealthDay90(first_term_ago=105), _HealthDrop(last_active_ago=26),
-        _RenewalAtRisk(ends_in=150), _UpsellReady(reached_ago=22), _NpsDetractor(5, ago=6),
+        _NoLogin(last_login_ago=27), _LowHealthDay90(first_term_ago=110), _HealthDrop(last_active_ago=30),
+        _RenewalAtRisk(ends_in=150), _UpsellReady(reached_ago=22), _NpsDetractor(3, ago=12),
         _TicketSurge(late_surge_2), _Onboarding(first_term_ago=100),
     ]
     early_in_window = [
@@ -886,7 +908,8 @@ def _iso(seconds: np.ndarray) -> pa.Array:
     """ISO-8601 UTC text ending in `Z`; NONE becomes an empty cell."""
     seconds = np.asarray(seconds, dtype=np.int64)
     stamps = pa.array(seconds, type=pa.timestamp("s"), mask=seconds < 0)
-    return pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ")
+    # polars formats several times faster than pc.strftime, which matters for a million users.
+    return pl.from_arrow(stamps).dt.to_string("%Y-%m-%dT%H:%M:%SZ").to_arrow().cast(pa.string())
 
 
 def _dates(days: np.ndarray) -> pa.Array:
@@ -1116,7 +1139,7 @@ def _draw_tickets(w: _World) -> dict[str, np.ndarray]:
         "account": account, "created_s": created, "pending_s": pending, "resolved_s": resolved,
         "priority": priority.astype(np.int64), "closed": rng.random(n) < 0.4,
         "subject": rng.integers(0, len(TICKET_SUBJECTS), n),
-        "csat": np.where(rng.random(n) < 0.6, rng.choice([1, 2, 3, 4, 5], size=n, p=(0.05, 0.07, 0.13, 0.35, 0.4)), NONE),
+        "csat": np.where(rng.random(n) < 0.6, rng.choice(CSAT_SCORES, size=n, p=CSAT_SHARES), NONE),
     }
     scripted = {
         "account": [s["account"] for s in w.tickets], "created_s": [s["created_s"] for s in w.tickets],
@@ -1156,7 +1179,10 @@ def _write_events(w: _World, out: Path, say: Callable[[str], None]) -> int:
         })
         folder = events_dir / f"date={date.isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, folder / "part-0.parquet")
+        # zstd halves the files for the same time as snappy; event ids are unique, so a
+        # dictionary would only cost time.
+        pq.write_table(table, folder / "part-0.parquet", compression="zstd",
+                       use_dictionary=["account_id", "user_id", "event"])
         total += table.num_rows
         if (i + 1) % 10 == 0 or i + 1 == w.win.days:
             say(f"events: {i + 1}/{w.win.days} days written ({total:,} events)")
@@ -1170,10 +1196,12 @@ def _random_day(w: _World, day: int, rng: np.random.Generator) -> tuple[np.ndarr
     level = _usage_level(acc, w.win, day)[u.account]
     weekday_factor = WEEKEND_FACTOR if (day + 3) % 7 >= 5 else 1.0  # 1970-01-01 was a Thursday
     can = (u.from_day <= day) & (day < u.to_day) & (level > 0)
-    wants = (rng.random(u.n) < u.propensity * level * weekday_factor) | u.forced
-    who = np.flatnonzero(can & wants)
+    drawn = rng.random(u.n) < u.propensity * level * weekday_factor
+    who = np.flatnonzero(can & (drawn | u.forced))
 
-    per_session = 1 + rng.poisson(u.extra_events[who])
+    # A core user who would not have come that day only logs in for a quick look, so that the
+    # weekend rhythm survives the daily logins of healthy accounts.
+    per_session = np.where(drawn[who], 1 + rng.poisson(u.extra_events[who]), 1)
     user = np.repeat(who, per_session)
     is_login = np.zeros(len(user), bool)
     is_login[np.cumsum(per_session) - per_session] = True
