@@ -12,11 +12,11 @@ import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
-from cs_pipeline.assets.common import table_preview
+from cs_pipeline.assets.common import daily_asset, table_preview
 from cs_pipeline.logic.alerting import OPEN_SCHEMA, alert_rows
-from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
+from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
-from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, replace_date_range, table_exists
+from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_date_range, table_exists
 
 TABLE = "analytics.alert_events"
 EVALUATED = "analytics.alert_evaluated_days"
@@ -42,14 +42,10 @@ def _open_before(con, first: dt.date) -> pl.DataFrame:
     return query(con, f"SELECT rule_id, account_id, episode_start FROM {TABLE} WHERE partition_date = ?", [first - DAY])
 
 
-@dg.asset(
+@daily_asset(
     description="Alert rules evaluated on account_health: one row per rule, account and day the condition holds, "
     "with its episode, deterministic alert id, notification number, live/backfill status, message and task.",
     group_name="alerts",
-    kinds={"polars", "duckdb"},
-    partitions_def=daily_partitions,
-    backfill_policy=range_backfill,
-    pool=POOL,
     deps=["account_health"],
 )
 def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_config: PipelineConfig) -> dg.MaterializeResult:

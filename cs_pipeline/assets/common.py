@@ -4,6 +4,22 @@
 import dagster as dg
 import polars as pl
 
+from cs_pipeline.partitions import daily_partitions, range_backfill
+from cs_pipeline.resources.warehouse import POOL
+
+
+def daily_asset(*, description: str, group_name: str, **kwargs):
+    """A polars asset over the warehouse: daily partitions, ranges in one run, the duckdb pool."""
+    return dg.asset(
+        description=description,
+        group_name=group_name,
+        kinds={"polars", "duckdb"},
+        partitions_def=daily_partitions,
+        backfill_policy=range_backfill,
+        pool=POOL,
+        **kwargs,
+    )
+
 
 def table_preview(frame: pl.DataFrame, rows: int = 10, columns: int = 12) -> dg.MetadataValue:
     """The first rows of a frame as Markdown, for the asset's page in the Dagster UI."""

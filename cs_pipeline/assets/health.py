@@ -4,24 +4,20 @@
 import dagster as dg
 import polars as pl
 
-from cs_pipeline.assets.common import table_preview
+from cs_pipeline.assets.common import daily_asset, table_preview
 from cs_pipeline.logic.health import TREND_DAYS, account_health as compute_health, dates_needed
-from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
+from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
-from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, replace_date_range
+from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_date_range
 
 TABLE = "analytics.account_health"
 
 
-@dg.asset(
+@daily_asset(
     description="Per account and UTC day: health score (0-4) and band from the health model, each indicator's "
     "points and contribution, the change versus 7 and 30 days earlier, and the contract, NPS, ticket and "
     "CSM-touch context that rules use.",
     group_name="analytics",
-    kinds={"polars", "duckdb"},
-    partitions_def=daily_partitions,
-    backfill_policy=range_backfill,
-    pool=POOL,
     deps=[
         dg.AssetDep(
             "account_daily_usage",

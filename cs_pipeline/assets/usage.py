@@ -5,24 +5,20 @@ import datetime as dt
 
 import dagster as dg
 
-from cs_pipeline.assets.common import table_preview
+from cs_pipeline.assets.common import daily_asset, table_preview
 from cs_pipeline.logic.usage import WINDOWS, account_daily_usage as compute_usage
-from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
+from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
-from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, replace_date_range
+from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_date_range
 
 TABLE = "analytics.account_daily_usage"
 LOOKBACK = max(WINDOWS) - 1
 
 
-@dg.asset(
+@daily_asset(
     description="Per account and UTC day: active users, logins, events per product event, rolling 7/30-day "
     "figures, days since last login, license activation, deployment and utilization rates.",
     group_name="analytics",
-    kinds={"polars", "duckdb"},
-    partitions_def=daily_partitions,
-    backfill_policy=range_backfill,
-    pool=POOL,
     deps=[
         dg.AssetDep(
             dg.AssetKey(["marts", "fct_user_daily_activity"]),

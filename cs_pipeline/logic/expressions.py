@@ -275,8 +275,10 @@ class Negate(Node):
 
 
 @dataclass(frozen=True)
-class Arithmetic(Node):
-    operator: str  # + - * /
+class Binary(Node):
+    """An operator between two operands; the subclasses say which family it belongs to."""
+
+    operator: str
     left: Node
     right: Node
     column: int
@@ -288,32 +290,16 @@ class Arithmetic(Node):
         return f"({self.left} {self.operator} {self.right})"
 
 
-@dataclass(frozen=True)
-class Comparison(Node):
-    operator: str  # == != < <= > >=
-    left: Node
-    right: Node
-    column: int
-
-    def children(self) -> tuple[Node, ...]:
-        return (self.left, self.right)
-
-    def __str__(self) -> str:
-        return f"({self.left} {self.operator} {self.right})"
+class Arithmetic(Binary):
+    """+ - * /"""
 
 
-@dataclass(frozen=True)
-class Logical(Node):
-    operator: str  # and, or
-    left: Node
-    right: Node
-    column: int
+class Comparison(Binary):
+    """== != < <= > >="""
 
-    def children(self) -> tuple[Node, ...]:
-        return (self.left, self.right)
 
-    def __str__(self) -> str:
-        return f"({self.left} {self.operator} {self.right})"
+class Logical(Binary):
+    """and, or"""
 
 
 @dataclass(frozen=True)
