@@ -12,7 +12,7 @@ and an asset check fails when an entity's rejected share passes `CS_PIPELINE_MAX
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -253,6 +253,31 @@ def _empty_table(con, entity: str, frame: pl.DataFrame) -> None:
 EVENTS_INCOMING = "events_incoming"
 
 
+@dataclass
+class EventScan:
+    """What a range run read, day by day: counts and rejected rows, never the valid rows."""
+
+    files: int = 0
+    days_without_files: int = 0
+    rows_loaded: int = 0
+    duplicates_dropped: int = 0
+    file_names: list[str] = field(default_factory=list)
+    rejected: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, paths: list[Path], result: Validated) -> None:
+        self.files += len(paths)
+        self.days_without_files += not paths
+        self.file_names.extend(str(p) for p in paths)
+        self.rows_loaded += result.valid.height
+        self.duplicates_dropped += result.duplicates_dropped
+        if result.rejected.height:
+            self.rejected.append(result.rejected)
+
+    def stats(self) -> LoadStats:
+        rejected = pl.concat(self.rejected) if self.rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
+        return LoadStats(self.rows_loaded, rejected, self.duplicates_dropped)
+
+
 @dg.asset(
     key=raw_key("events"),
     description="Product events, one partition per UTC day, from events/date=YYYY-MM-DD/ (parquet, JSONL, CSV).",
@@ -266,28 +291,22 @@ EVENTS_INCOMING = "events_incoming"
 def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: FilesSource):
     start, end = run_dates(context)
     data_dir = source.path()
-    summary: dict[str, object] = {"files": 0, "days_without_files": 0}
-    outcomes: list[Validated] = []
-    file_names: list[str] = []
+    scan = EventScan()
 
     def day_tables() -> Iterator:
         # A generator, so dlt writes each day to its load package before the next day is read:
-        # memory holds one day at a time, whatever the range.
+        # memory holds one day of events at a time, whatever the range.
+        total = (end - start).days + 1
         for index, day in enumerate(days(start, end)):
             paths = event_day_files(data_dir, day)
-            if not paths:
-                summary["days_without_files"] += 1  # type: ignore[operator]
             frames = [read_event_file(p) for p in paths]
-            summary["files"] += len(paths)  # type: ignore[operator]
-            file_names.extend(str(p) for p in paths[:3])
             frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={c: pl.String for c in ENTITIES["events"].column_names})
             result = validate("events", frame, day=day)
-            outcomes.append(result)
+            scan.add(paths, result)
             if index % 10 == 0 or day == end:
-                context.log.info(f"events {day}: {result.valid.height} rows, {result.rejected.height} rejected ({index + 1}/{(end - start).days + 1} days)")
-            table = result.valid.with_columns(pl.lit(day).alias("event_date"))
-            if table.height:
-                yield table.to_arrow()
+                context.log.info(f"events {day}: {result.valid.height} rows, {result.rejected.height} rejected ({index + 1}/{total} days)")
+            if result.valid.height:
+                yield result.valid.with_columns(pl.lit(day).alias("event_date")).to_arrow()
 
     pipeline = _dlt_pipeline(warehouse, "cs_pipeline_events")
     hints = {**_column_hints("events"), "event_date": {"data_type": "date", "nullable": False}}
@@ -299,15 +318,15 @@ def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
             raise
         # dlt wraps errors raised while extracting; the reader's own message names the file.
         raise dg.Failure(description=str(unreadable)) from exc
-    stats = LoadStats.of(outcomes)
+    stats = scan.stats()
     with warehouse.connect() as con:
         _swap_in_events(con, start, end, stats.rows_loaded)
         _replace_rejected(con, stats.rejected, ["events"], start, end)
-    metadata = _ingest_metadata(stats, file_names)
+    metadata = _ingest_metadata(stats, scan.file_names[:20])
     metadata.update({
         "days": (end - start).days + 1,
-        "files_read": summary["files"],
-        "days_without_files": summary["days_without_files"],
+        "files_read": scan.files,
+        "days_without_files": scan.days_without_files,
         "range": f"{start} .. {end}",
     })
     yield dg.MaterializeResult(metadata=metadata)
