@@ -101,6 +101,7 @@ def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
     assert checks[("raw/accounts", "rejected_share_below_limit")] is False
     assert checks[("raw/events", "rejected_share_below_limit")] is True
     assert checks[("account_health", "score_within_scale")] is True
+    assert checks[("alerts", "one_row_per_rule_account_day")] is True
 
     # The first dispatch meets a Slack outage for one message: it fails with a reason.
     pipeline.server.fail_next("chat.postMessage", 3, "server_error")

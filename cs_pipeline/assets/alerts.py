@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
-from cs_pipeline.assets.common import daily_asset, table_preview
+from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
 from cs_pipeline.logic.alerting import OPEN_SCHEMA, alert_rows
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
@@ -47,8 +47,11 @@ def _open_before(con, first: dt.date) -> pl.DataFrame:
     "with its episode, deterministic alert id, notification number, live/backfill status, message and task.",
     group_name="alerts",
     deps=["account_health"],
+    check_specs=[
+        dg.AssetCheckSpec("one_row_per_rule_account_day", asset="alerts", description="(partition_date, rule_id, account_id) is unique."),
+    ],
 )
-def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_config: PipelineConfig) -> dg.MaterializeResult:
+def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_config: PipelineConfig):
     start, end = run_dates(context)
     model = cs_config.health_model()
     rules = cs_config.rules(model)
@@ -66,7 +69,7 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_c
     live = rows.filter(pl.col("live"))
     by_rule = rows.group_by("rule_id").agg(pl.col("alert_id").n_unique()).sort("rule_id")
     context.log.info(f"alerts {start} .. {end}: {rows['alert_id'].n_unique()} alerts, {live['alert_id'].n_unique()} live")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows.height,
             "table": TABLE,
@@ -83,3 +86,4 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_c
             ),
         }
     )
+    yield unique_rows_check(rows, "one_row_per_rule_account_day", ["partition_date", "rule_id", "account_id"])

@@ -33,3 +33,9 @@ def table_preview(frame: pl.DataFrame, rows: int = 10, columns: int = 12) -> dg.
         for row in shown.iter_rows()
     ]
     return dg.MetadataValue.md("\n".join([header, rule, *body]))
+
+
+def unique_rows_check(frame: pl.DataFrame, check_name: str, key: list[str]) -> dg.AssetCheckResult:
+    """Passes when `key` identifies one row: a re-run that duplicated rows would fail it."""
+    duplicates = frame.height - frame.select(key).n_unique() if frame.height else 0
+    return dg.AssetCheckResult(check_name=check_name, passed=duplicates == 0, metadata={"duplicates": duplicates, "key": ", ".join(key)})

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from cs_pipeline.assets.common import daily_asset, table_preview
+from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
 from cs_pipeline.logic.health import TREND_DAYS, account_health as compute_health, dates_needed
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
@@ -69,5 +69,4 @@ def account_health(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     scores = health["score"].drop_nulls()
     out_of_scale = int(((scores < 0) | (scores > 4)).sum())
     yield dg.AssetCheckResult(check_name="score_within_scale", passed=out_of_scale == 0, metadata={"out_of_scale": out_of_scale})
-    duplicates = health.height - health.select("partition_date", "account_id").n_unique()
-    yield dg.AssetCheckResult(check_name="one_row_per_account_day", passed=duplicates == 0, metadata={"duplicates": duplicates})
+    yield unique_rows_check(health, "one_row_per_account_day", ["partition_date", "account_id"])
