@@ -13,7 +13,6 @@ and an asset check fails when an entity's rejected share passes `CS_PIPELINE_MAX
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 import dlt
@@ -26,14 +25,11 @@ from cs_pipeline.logic.contract import (
     SNAPSHOT_ENTITIES,
     SourceFileError,
     Validated,
-    event_day_files,
-    read_entity_file,
-    read_event_file,
     summarise_reasons,
     validate,
 )
 from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
-from cs_pipeline.resources.source import FilesSource
+from cs_pipeline.resources.source import Extract, FilesSource, empty_frame
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource, table_exists
 
 RAW = "raw"
@@ -194,7 +190,6 @@ ENTITY_DESCRIPTIONS = {
 def raw_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: FilesSource):
     """Full exports of every non-event entity, replaced in one dlt run."""
     selected = [e for e in SNAPSHOT_ENTITIES if raw_key(e) in context.selected_asset_keys]
-    data_dir = source.path()
     results: dict[str, Validated] = {}
     files: dict[str, list[str]] = {}
     known_accounts: list[str] | None = None
@@ -202,14 +197,12 @@ def raw_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         with warehouse.connect(read_only=True) as con:
             known_accounts = [r[0] for r in con.execute(f"SELECT account_id FROM {RAW}.accounts").fetchall()]
     for entity in selected:
-        frame = read_entity_file(data_dir, ENTITIES[entity])
-        if frame is None:
-            context.log.info(f"{entity}: optional export {ENTITIES[entity].file} is absent; the table will be empty")
-            frame = pl.DataFrame(schema={c: pl.String for c in ENTITIES[entity].column_names})
-            files[entity] = []
-        else:
-            files[entity] = [str(data_dir / ENTITIES[entity].file)]
-        result = validate(entity, frame, known_accounts=known_accounts if entity == "contracts" else None)
+        extract = source.snapshot(entity)
+        if extract is None:
+            context.log.info(f"{entity}: the optional export is absent; the table will be empty")
+            extract = Extract(empty_frame(entity), [])
+        files[entity] = extract.locations
+        result = validate(entity, extract.frame, known_accounts=known_accounts if entity == "contracts" else None)
         if entity == "accounts":
             known_accounts = result.valid["account_id"].to_list()
         results[entity] = result
@@ -264,10 +257,10 @@ class EventScan:
     file_names: list[str] = field(default_factory=list)
     rejected: list[pl.DataFrame] = field(default_factory=list)
 
-    def add(self, paths: list[Path], result: Validated) -> None:
-        self.files += len(paths)
-        self.days_without_files += not paths
-        self.file_names.extend(str(p) for p in paths)
+    def add(self, locations: list[str], result: Validated) -> None:
+        self.files += len(locations)
+        self.days_without_files += not locations
+        self.file_names.extend(locations)
         self.rows_loaded += result.valid.height
         self.duplicates_dropped += result.duplicates_dropped
         if result.rejected.height:
@@ -290,7 +283,6 @@ class EventScan:
 )
 def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: FilesSource):
     start, end = run_dates(context)
-    data_dir = source.path()
     scan = EventScan()
 
     def day_tables() -> Iterator:
@@ -298,11 +290,9 @@ def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         # memory holds one day of events at a time, whatever the range.
         total = (end - start).days + 1
         for index, day in enumerate(days(start, end)):
-            paths = event_day_files(data_dir, day)
-            frames = [read_event_file(p) for p in paths]
-            frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={c: pl.String for c in ENTITIES["events"].column_names})
-            result = validate("events", frame, day=day)
-            scan.add(paths, result)
+            extract = source.events(day)
+            result = validate("events", extract.frame, day=day)
+            scan.add(extract.locations, result)
             if index % 10 == 0 or day == end:
                 context.log.info(f"events {day}: {result.valid.height} rows, {result.rejected.height} rejected ({index + 1}/{total} days)")
             if result.valid.height:
