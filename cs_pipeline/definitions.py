@@ -28,7 +28,7 @@ from cs_pipeline.assets.usage import account_daily_usage
 from cs_pipeline.jobs.dispatch import dispatch_alerts
 from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.slack import SlackResource
-from cs_pipeline.resources.source import FilesSource
+from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
 from cs_pipeline.schedules import daily_pipeline, daily_schedule
 from cs_pipeline.sensors.alerts import alert_dispatch_sensor
@@ -48,7 +48,7 @@ def slack_resource() -> SlackResource:
 def resources() -> dict[str, object]:
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path())),
-        "source": FilesSource(data_dir=str(settings.data_dir())),
+        "source": SourcesResource(data_dir=str(settings.data_dir()), sources_file=settings.sources_file()),
         "cs_config": PipelineConfig(config_dir=str(settings.config_dir()), live_window_days=settings.live_window_days()),
         "dbt": dbt_resource(),
         "slack": slack_resource(),

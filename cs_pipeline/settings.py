@@ -36,6 +36,12 @@ def data_dir() -> Path:
     return Path(_env("CS_PIPELINE_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
 
 
+def sources_file() -> str:
+    """Optional sources.yaml naming a connector per entity (`CS_PIPELINE_SOURCES`); empty: files only."""
+    value = _env("CS_PIPELINE_SOURCES", "")
+    return str(Path(value).resolve()) if value else ""
+
+
 def config_dir() -> Path:
     """Health model and rules (`CS_PIPELINE_CONFIG_DIR`, default: the shipped ones)."""
     return Path(_env("CS_PIPELINE_CONFIG_DIR", str(SHIPPED_CONFIG_DIR))).resolve()

@@ -6,7 +6,7 @@ import dagster as dg
 
 from cs_pipeline.assets.ingest import raw_events
 from cs_pipeline.resources.slack import SlackResource
-from cs_pipeline.resources.source import FilesSource
+from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
 from cs_pipeline.sensors.run_failures import run_failure_to_slack
 from tests.support.slack_server import SlackServer
@@ -16,7 +16,7 @@ def test_a_failed_partition_run_is_posted_to_on_call(tmp_path):
     with dg.instance_for_test() as instance, SlackServer(token="xoxb-oncall") as server:
         result = dg.materialize(
             [raw_events],
-            resources={"warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")), "source": FilesSource(data_dir=str(tmp_path / "missing"))},
+            resources={"warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")), "source": SourcesResource(data_dir=str(tmp_path / "missing"))},
             partition_key="2025-03-10",
             instance=instance,
             raise_on_error=False,

@@ -29,7 +29,8 @@ from cs_pipeline.logic.contract import (
     validate,
 )
 from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
-from cs_pipeline.resources.source import Extract, FilesSource, empty_frame
+from cs_pipeline.resources.source import Extract, SourcesResource, empty_frame
+from cs_pipeline.sources.base import ConnectorError
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource, table_exists
 
 RAW = "raw"
@@ -187,7 +188,7 @@ ENTITY_DESCRIPTIONS = {
     can_subset=True,
     pool=POOL,
 )
-def raw_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: FilesSource):
+def raw_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourcesResource):
     """Full exports of every non-event entity, replaced in one dlt run."""
     selected = [e for e in SNAPSHOT_ENTITIES if raw_key(e) in context.selected_asset_keys]
     results: dict[str, Validated] = {}
@@ -281,7 +282,7 @@ class EventScan:
     check_specs=[_check_spec("events")],
     pool=POOL,
 )
-def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: FilesSource):
+def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourcesResource):
     start, end = run_dates(context)
     scan = EventScan()
 
@@ -303,11 +304,11 @@ def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     try:
         pipeline.run(dlt.resource(day_tables(), name=EVENTS_INCOMING, write_disposition="replace", columns=hints))
     except Exception as exc:
-        unreadable = _source_file_error(exc)
-        if unreadable is None:
+        cause = _source_error(exc)
+        if cause is None:
             raise
-        # dlt wraps errors raised while extracting; the reader's own message names the file.
-        raise dg.Failure(description=str(unreadable)) from exc
+        # dlt wraps errors raised while extracting; the source's own message names the file or setting.
+        raise dg.Failure(description=cause) from exc
     stats = scan.stats()
     with warehouse.connect() as con:
         _swap_in_events(con, start, end, stats.rows_loaded)
@@ -323,11 +324,14 @@ def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     yield _rejected_check(raw_key("events"), stats)
 
 
-def _source_file_error(exc: BaseException) -> SourceFileError | None:
+def _source_error(exc: BaseException) -> str | None:
+    """The message of the source problem behind an error dlt raised, if there is one."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, SourceFileError):
-            return seen
+        if isinstance(seen, dg.Failure):
+            return seen.description
+        if isinstance(seen, (SourceFileError, ConnectorError)):
+            return str(seen)
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -100,7 +100,7 @@ class ConfigError(ValueError):
         return " ".join(text.split())  # one line, whatever the YAML or the message held
 
 
-class _Problem(Exception):
+class ConfigProblem(Exception):
     """A cross-field problem found by a root model, with the path of the field it is about.
 
     Deliberately not a ValueError: pydantic would wrap it and lose the path. The public loaders
@@ -293,9 +293,9 @@ class HealthModel(_Strict):
         return self
 
 
-def _health_model_problems(model: HealthModel) -> Iterator[_Problem]:
+def _health_model_problems(model: HealthModel) -> Iterator[ConfigProblem]:
     if model.bands.red > model.bands.yellow:
-        yield _Problem(("bands", "yellow"), f"must be at least red ({model.bands.red})")
+        yield ConfigProblem(("bands", "yellow"), f"must be at least red ({model.bands.red})")
     yield from _product_problems(model.product)
     allowed = _numeric_inputs(model.product.events, model.product.key_features)
     score_outputs = {name for name, _kind, _description in _SCORE_VARIABLES}
@@ -303,10 +303,10 @@ def _health_model_problems(model: HealthModel) -> Iterator[_Problem]:
     for index, indicator in enumerate(model.indicators):
         at = ("indicators", index)
         if not _SNAKE_CASE.fullmatch(indicator.name):
-            yield _Problem((*at, "name"), f"{indicator.name!r} must be snake_case, like 'utilization_rate'")
+            yield ConfigProblem((*at, "name"), f"{indicator.name!r} must be snake_case, like 'utilization_rate'")
         if indicator.name in seen:
             first = seen[indicator.name]
-            yield _Problem((*at, "name"), f"duplicate indicator name {indicator.name!r} (also indicators[{first}])")
+            yield ConfigProblem((*at, "name"), f"duplicate indicator name {indicator.name!r} (also indicators[{first}])")
         seen.setdefault(indicator.name, index)
         if indicator.variable not in allowed:
             why = (
@@ -314,7 +314,7 @@ def _health_model_problems(model: HealthModel) -> Iterator[_Problem]:
                 if indicator.variable in score_outputs or indicator.variable.startswith(("points_", "contribution_"))
                 else "is not a numeric usage or context variable"
             )
-            yield _Problem((*at, "variable"), f"{indicator.variable!r} {why}", sorted(allowed))
+            yield ConfigProblem((*at, "variable"), f"{indicator.variable!r} {why}", sorted(allowed))
         yield from _threshold_problems(indicator.thresholds, indicator.direction, (*at, "thresholds"))
         for segment, override in indicator.segments.items():
             if override.thresholds is not None:
@@ -323,29 +323,29 @@ def _health_model_problems(model: HealthModel) -> Iterator[_Problem]:
                 )
 
 
-def _product_problems(product: Product) -> Iterator[_Problem]:
+def _product_problems(product: Product) -> Iterator[ConfigProblem]:
     columns: dict[str, int] = {}
     for index, event in enumerate(product.events):
         at = ("product", "events", index)
         if not _EVENT_NAME.fullmatch(event):
-            yield _Problem(at, f"{event!r} must be lowercase words joined by '.' or '_', like 'report.created'")
+            yield ConfigProblem(at, f"{event!r} must be lowercase words joined by '.' or '_', like 'report.created'")
         column = event_column(event)
         if column in columns:
             other = product.events[columns[column]]
-            yield _Problem(at, f"{event!r} and {other!r} would share the column {column}")
+            yield ConfigProblem(at, f"{event!r} and {other!r} would share the column {column}")
         columns.setdefault(column, index)
     for index, feature in enumerate(product.key_features):
         if feature not in product.events:
             at = ("product", "key_features", index)
-            yield _Problem(at, f"{feature!r} is not one of product.events", product.events)
+            yield ConfigProblem(at, f"{feature!r} is not one of product.events", product.events)
 
 
-def _threshold_problems(thresholds: list[float], direction: str, at: tuple) -> Iterator[_Problem]:
+def _threshold_problems(thresholds: list[float], direction: str, at: tuple) -> Iterator[ConfigProblem]:
     ascending = direction == "higher_is_better"
     ordered = sorted(thresholds, reverse=not ascending)
     if thresholds != ordered:
         order = "ascending (higher_is_better)" if ascending else "descending (lower_is_better)"
-        yield _Problem(at, f"must be {order}, got {thresholds}")
+        yield ConfigProblem(at, f"must be {order}, got {thresholds}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,7 +412,7 @@ class RuleSet(_Strict):
         context = info.context or {}
         variables = context.get("variables")
         if variables is None:
-            raise _Problem((), "rules need the health model: load them with load_rules(path, model)")
+            raise ConfigProblem((), "rules need the health model: load them with load_rules(path, model)")
         self._variables = dict(variables)
         for problem in _rule_problems(self.rules, variables, context.get("types", {})):
             raise problem
@@ -421,14 +421,14 @@ class RuleSet(_Strict):
 
 def _rule_problems(
     rules: list[Rule], variables: Mapping[str, str], types_: Mapping[str, str]
-) -> Iterator[_Problem]:
+) -> Iterator[ConfigProblem]:
     first_index: dict[str, int] = {}
     for index, rule in enumerate(rules):
         at = ("rules", index)
         if not _SNAKE_CASE.fullmatch(rule.id):
-            yield _Problem((*at, "id"), f"{rule.id!r} must be snake_case, like 'no_login_20d'")
+            yield ConfigProblem((*at, "id"), f"{rule.id!r} must be snake_case, like 'no_login_20d'")
         if rule.id in first_index:
-            yield _Problem((*at, "id"), f"duplicate rule id {rule.id!r} (also rules[{first_index[rule.id]}])")
+            yield ConfigProblem((*at, "id"), f"duplicate rule id {rule.id!r} (also rules[{first_index[rule.id]}])")
         first_index.setdefault(rule.id, index)
         yield from _condition_problems(rule.condition, variables, types_, (*at, "condition"))
         yield from _template_problems(rule.message, variables, types_, (*at, "message"))
@@ -437,35 +437,35 @@ def _rule_problems(
             yield from _template_problems(step, variables, types_, (*at, "task", "steps", step_index))
         owner = rule.task.owner
         if owner != ACCOUNT_OWNER and not _EMAIL.fullmatch(owner):
-            yield _Problem((*at, "task", "owner"), f"{owner!r} must be '{ACCOUNT_OWNER}' or an email address")
+            yield ConfigProblem((*at, "task", "owner"), f"{owner!r} must be '{ACCOUNT_OWNER}' or an email address")
 
 
-def _condition_problems(condition: str, variables, types_, at: tuple) -> Iterator[_Problem]:
+def _condition_problems(condition: str, variables, types_, at: tuple) -> Iterator[ConfigProblem]:
     try:
         node = expressions.parse(condition)
         expressions.compile_condition(condition, variables)
     except expressions.ExpressionError as error:
         where = f"column {error.column}: " if error.column is not None else ""
-        yield _Problem(at, where + error.reason, error.choices)
+        yield ConfigProblem(at, where + error.reason, error.choices)
         return
     for name in sorted(expressions.boolean_variables(node)):
         if types_.get(name, "bool") != "bool":
-            yield _Problem(at, f"{name!r} is not true/false; compare it, e.g. '{name} > 0'")
+            yield ConfigProblem(at, f"{name!r} is not true/false; compare it, e.g. '{name} > 0'")
 
 
-def _template_problems(template: str, variables, types_, at: tuple) -> Iterator[_Problem]:
+def _template_problems(template: str, variables, types_, at: tuple) -> Iterator[ConfigProblem]:
     try:
         fields = placeholders(template)
     except ValueError as error:
-        yield _Problem(at, str(error))
+        yield ConfigProblem(at, str(error))
         return
     for name, spec in fields:
         if name not in variables:
             close = difflib.get_close_matches(name, list(variables), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            yield _Problem(at, f"unknown placeholder {{{name}}}{hint}", sorted(variables))
+            yield ConfigProblem(at, f"unknown placeholder {{{name}}}{hint}", sorted(variables))
         elif spec and not _format_spec_fits(spec, types_.get(name, "text")):
-            yield _Problem(at, f"format '{spec}' does not fit {{{name}}} ({types_.get(name)})")
+            yield ConfigProblem(at, f"format '{spec}' does not fit {{{name}}} ({types_.get(name)})")
 
 
 _SAMPLES = {"int": 7, "float": 0.5, "text": "x", "bool": True, "date": dt.date(2025, 1, 31)}
@@ -629,7 +629,7 @@ def _field_path(loc: tuple) -> str:
 def _validate(model_class: type[BaseModel], document: _Document, context: dict | None = None):
     try:
         return model_class.model_validate(document.data, context=context)
-    except _Problem as problem:
+    except ConfigProblem as problem:
         raise document.error(problem.loc, problem.reason, problem.choices) from None
     except ValidationError as error:
         raise _translate(error, model_class, document) from None
@@ -742,6 +742,15 @@ def load_health_model(path: Path) -> HealthModel:
 def load_rules(path: Path, model: HealthModel) -> RuleSet:
     """Read and validate a rules file: conditions, placeholders and segments against `model`."""
     return _validate(RuleSet, _read_yaml(Path(path)), _rules_context(model))
+
+
+def load_yaml_model(path: Path, model_class: type[BaseModel], context: dict | None = None) -> Any:
+    """Read a YAML file into any pydantic model with this module's errors (file, line, field).
+
+    A model validator may raise `ConfigProblem(loc, reason, choices)` to report a cross-field
+    problem on the line of `loc`.
+    """
+    return _validate(model_class, _read_yaml(Path(path)), context)
 
 
 def load_config(config_dir: Path) -> tuple[HealthModel, RuleSet]:

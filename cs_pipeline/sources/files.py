@@ -1,0 +1,39 @@
+"""The `files` source: a directory in the contract's layout (CONTRACT.md §1), the default."""
+
+import datetime as dt
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import polars as pl
+
+from cs_pipeline.logic.contract import ENTITIES, event_day_files, read_entity_file, read_event_file
+from cs_pipeline.sources.base import Connector, ConnectorError, Extract, empty_frame
+
+
+class FilesConnector(Connector):
+    type: Literal["files"] = "files"
+    data_dir: str
+    entities: ClassVar[tuple[str, ...]] = tuple(ENTITIES)
+
+    def path(self) -> Path:
+        path = Path(self.data_dir).resolve()
+        if not path.is_dir():
+            raise ConnectorError(
+                f"source directory {path} does not exist: set CS_PIPELINE_DATA_DIR "
+                "(or `cs-pipeline run --data-dir`) to a folder in the contract's layout, "
+                "or run `cs-pipeline demo` to generate one"
+            )
+        return path
+
+    def snapshot(self, entity: str) -> Extract | None:
+        """The entity's full export, or None when an optional export is absent."""
+        spec = ENTITIES[entity]
+        frame = read_entity_file(self.path(), spec)
+        return None if frame is None else Extract(frame, [str(self.path() / spec.file)])
+
+    def events(self, day: dt.date) -> Extract:
+        """Every file of the day's folder (none is an empty day, not an error)."""
+        paths = event_day_files(self.path(), day)
+        frames = [read_event_file(p) for p in paths]
+        frame = pl.concat(frames, how="diagonal_relaxed") if frames else empty_frame("events")
+        return Extract(frame, [str(p) for p in paths])
