@@ -67,7 +67,6 @@ def _parse_day(value: str, option: str) -> dt.date:
 
 def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[str, Any]:
     """Materialize every asset for the days first..last in one range run, then dispatch."""
-    import dagster as dg
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from cs_pipeline.partitions import daily_partitions

@@ -9,88 +9,20 @@ contract's rule table.
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-import dagster as dg
-import duckdb
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cs_pipeline import settings
 from tests.support import planted
-from tests.support.slack_server import SlackServer
+from tests.support.pipeline import TOKEN, alert_keys, planted_pipeline
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "xoxb-e2e-secret-token"
-
-
-@dataclass
-class Pipeline:
-    root: Path
-    warehouse: Path
-    server: SlackServer
-    instance: dg.DagsterInstance
-    cursor: str | None = None
-
-    def materialize(self, first: dt.date, last: dt.date) -> dg.ExecuteInProcessResult:
-        from cs_pipeline.definitions import defs, resources
-
-        return dg.materialize(
-            list(defs.assets or []),
-            resources=resources(),
-            instance=self.instance,
-            tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
-        )
-
-    def tick(self) -> dg.SensorResult | list:
-        from cs_pipeline.sensors.alerts import alert_dispatch_sensor
-
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor)
-        data = alert_dispatch_sensor.evaluate_tick(context)
-        self.cursor = data.cursor or self.cursor
-        return data
-
-    def dispatch(self, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
-        from cs_pipeline.definitions import resources
-        from cs_pipeline.jobs.dispatch import dispatch_alerts
-
-        return dispatch_alerts.execute_in_process(resources=resources(), instance=self.instance, tags=tags)
-
-    def sql(self, query: str, params: list | None = None) -> list[tuple]:
-        with duckdb.connect(str(self.warehouse), read_only=True) as con:
-            return con.execute(query, params or []).fetchall()
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    planted.write(root / "data")
-    config = root / "config"
-    config.mkdir()
-    (config / "health_model.yaml").write_text(planted.HEALTH_MODEL)
-    shutil.copy(settings.SHIPPED_CONFIG_DIR / "rules.yaml", config / "rules.yaml")
-    with SlackServer(users=planted.OWNERS, token=TOKEN) as server, pytest.MonkeyPatch.context() as env:
-        env.setenv("CS_PIPELINE_WAREHOUSE", str(root / "warehouse.duckdb"))
-        env.setenv("CS_PIPELINE_DATA_DIR", str(root / "data"))
-        env.setenv("CS_PIPELINE_CONFIG_DIR", str(config))
-        env.setenv("CS_PIPELINE_TODAY", planted.TODAY.isoformat())
-        env.setenv("CS_PIPELINE_OUTBOX", str(root / "outbox"))
-        env.setenv("SLACK_BOT_TOKEN", TOKEN)
-        env.setenv("SLACK_API_URL", server.url)
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            yield Pipeline(root, root / "warehouse.duckdb", server, instance)
-
-
-def _alerts() -> set[tuple[str, str, str, str]]:
-    from cs_pipeline.cli import read_alerts
-
-    return {(a["rule_id"], a["account_id"], a["episode_start"].isoformat(), a["status"]) for a in read_alerts()}
+    with planted_pipeline(tmp_path_factory.mktemp("e2e")) as harness:
+        yield harness
 
 
 def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
@@ -109,8 +41,8 @@ def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
     assert [r.tags["cs_pipeline/trigger"] for r in tick.run_requests] == ["alerts"]
     assert pipeline.dispatch(tick.run_requests[0].tags).success
 
-    sent = {a for a in _alerts() if a[3] == "sent"}
-    failed = {a for a in _alerts() if a[3] == "failed"}
+    sent = {a for a in alert_keys() if a[3] == "sent"}
+    failed = {a for a in alert_keys() if a[3] == "failed"}
     expected_live = {a[:3] for a in planted.EXPECTED_ALERTS if a[3] == "sent"}
     assert len(failed) == 1 and len(sent) == len(expected_live) - 1
     reason = pipeline.sql("SELECT reason FROM actions.deliveries WHERE status = 'failed'")[0][0]
@@ -120,7 +52,7 @@ def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
     retry = pipeline.tick()
     assert [r.tags["cs_pipeline/trigger"] for r in retry.run_requests] == ["retry"]
     assert pipeline.dispatch(retry.run_requests[0].tags).success
-    assert _alerts() == planted.EXPECTED_ALERTS
+    assert alert_keys() == planted.EXPECTED_ALERTS
     assert len(pipeline.server.messages) == len(expected_live)
 
 
@@ -206,7 +138,7 @@ def test_rerunning_history_changes_nothing_and_sends_nothing(pipeline):
         "SELECT count(DISTINCT (event_date, event_id)) FROM raw.events"
     )[0][0]
     assert len(pipeline.server.messages) == sum(1 for a in planted.EXPECTED_ALERTS if a[3] == "sent")
-    assert _alerts() == planted.EXPECTED_ALERTS
+    assert alert_keys() == planted.EXPECTED_ALERTS
     # Nothing new since: the sensor skips.
     assert pipeline.tick().run_requests == []
 
@@ -219,7 +151,7 @@ def test_backfilling_one_past_partition_is_deterministic_and_silent(pipeline):
     assert any(r[1] == "nps_detractor" for r in before)
     # The materialization has no live alerts, so the sensor launches nothing.
     assert pipeline.tick().run_requests == []
-    assert _alerts() == planted.EXPECTED_ALERTS
+    assert alert_keys() == planted.EXPECTED_ALERTS
 
 
 def test_cli_lists_alerts_and_tasks_as_json(pipeline):
