@@ -278,7 +278,9 @@ class SlackResource(dg.ConfigurableResource):
         except OSError as err:
             reason = f"could not write {path}: {err.strerror or type(err).__name__}"
             return Delivery(destination="outbox", channel=channel, status="failed", reason=reason, path=str(path))
-        print(f"outbox: {path}", flush=True)
+        # Without Slack, the message is shown where the operator is looking: text, recipient, file.
+        text = " ".join(str(content.get("text") or "").split())
+        print(f"outbox → {channel or '(no channel)'}: {text[:200]}{'…' if len(text) > 200 else ''}\n  {path}", flush=True)
         return Delivery(destination="outbox", channel=channel, status="sent", path=str(path))
 
 
