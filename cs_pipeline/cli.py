@@ -30,7 +30,8 @@ class CliError(Exception):
 
 
 def _apply_common(args: argparse.Namespace) -> None:
-    os.environ["CS_PIPELINE_WAREHOUSE"] = str(Path(args.warehouse).resolve())
+    if args.warehouse:
+        os.environ["CS_PIPELINE_WAREHOUSE"] = str(Path(args.warehouse).resolve())
     if args.config:
         config = Path(args.config).resolve()
         if not config.is_dir():
@@ -38,13 +39,28 @@ def _apply_common(args: argparse.Namespace) -> None:
         os.environ["CS_PIPELINE_CONFIG_DIR"] = str(config)
 
 
+FALLBACK_INSTANCE_YAML = """\
+# Written by cs-pipeline for a warehouse outside a clone of the repository (see its dagster.yaml).
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
 def _instance():
     """The Dagster instance: DAGSTER_HOME, else this folder when it has dagster.yaml, else one beside the warehouse."""
     import dagster as dg
 
     if not os.environ.get("DAGSTER_HOME"):
-        home = Path.cwd() if (Path.cwd() / "dagster.yaml").exists() else settings.warehouse_path().parent / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
+        if (Path.cwd() / "dagster.yaml").exists():
+            home = Path.cwd()
+        else:
+            home = settings.warehouse_path().parent / "dagster_home"
+            home.mkdir(parents=True, exist_ok=True)
+            if not (home / "dagster.yaml").exists():
+                (home / "dagster.yaml").write_text(FALLBACK_INSTANCE_YAML)
         os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
@@ -87,10 +103,10 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     log_file = settings.warehouse_path().parent / "logs" / f"run-{first}-{last}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     say(f"Running the pipeline for {first} .. {last} ({(last - first).days + 1} days) in one range run")
-    say(f"  dbt and dlt output: {log_file}")
+    say(f"  run log (dbt, dlt, Dagster): {log_file}")
     started = time.monotonic()
     # dagster-dbt echoes dbt's log lines to stdout; the command's own output stays a summary.
-    with log_file.open("w") as log, contextlib.redirect_stdout(log):
+    with log_file.open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         result = defs.resolve_job_def("daily_pipeline").execute_in_process(
             instance=instance,
             run_config=log_config,
@@ -161,19 +177,18 @@ FROM actions.tasks ORDER BY due_date, task_id
 """
 
 
-def _read(sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
+def _read(sql: str, params: Sequence[object] = (), needs: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Run a read-only query; no rows when a table it `needs` was never written."""
     import duckdb
 
-    from cs_pipeline.jobs.dispatch import ensure_actions_tables
+    from cs_pipeline.resources.warehouse import table_exists
 
     path = settings.warehouse_path()
     if not path.exists():
         raise CliError(f"warehouse {path} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
-    con = duckdb.connect(str(path))
+    con = _connect_read_only(path)
     try:
-        ensure_actions_tables(con)
-        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'alert_events'").fetchone()[0]
-        if not exists and "alert_events" in sql:
+        if not all(table_exists(con, *name.split(".")) for name in needs):
             return []
         cursor = con.execute(sql, list(params))
         names = [d[0] for d in cursor.description]
@@ -182,13 +197,27 @@ def _read(sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
         con.close()
 
 
+def _connect_read_only(path: Path):
+    import duckdb
+
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as error:
+        if "lock" in str(error).lower():
+            raise CliError(
+                f"warehouse {path} is in use by another process (a Dagster run or another cs-pipeline command); "
+                "retry when it has finished"
+            ) from None
+        raise CliError(f"cannot open warehouse {path}: {str(error).splitlines()[0]}") from None
+
+
 def read_alerts() -> list[dict[str, Any]]:
     live_from = settings.today() - dt.timedelta(days=settings.live_window_days())
-    return _read(ALERTS_SQL, [live_from])
+    return _read(ALERTS_SQL, [live_from], needs=("analytics.alert_events", "actions.deliveries", "actions.tasks"))
 
 
 def read_tasks() -> list[dict[str, Any]]:
-    return _read(TASKS_SQL)
+    return _read(TASKS_SQL, needs=("actions.tasks",))
 
 
 ALERT_FIELDS = ("alert_id", "rule_id", "account_id", "partition_date", "episode_start", "severity", "status", "task_id")
@@ -224,6 +253,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = generate(data_dir, spec, progress=lambda msg: print(f"  {msg}"))
     print(f"  {', '.join(f'{n:,} {e}' for e, n in summary.rows.items())} in {time.monotonic() - started:.1f} s")
+    if summary.start_date < settings.parse_date(settings.partitions_start_date(), "CS_PIPELINE_START_DATE"):
+        # The demo's history decides where its partitions begin.
+        os.environ["CS_PIPELINE_START_DATE"] = summary.start_date.isoformat()
     if settings.warehouse_path().exists() and not args.keep_warehouse:
         # A fresh demo: the generated history replaces whatever an earlier demo loaded.
         settings.warehouse_path().unlink()
@@ -297,7 +329,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--warehouse", default=settings.DEFAULT_WAREHOUSE, help="the DuckDB file (default: %(default)s)")
+    common.add_argument(
+        "--warehouse", default=None, help=f"the DuckDB file (default: $CS_PIPELINE_WAREHOUSE, else {settings.DEFAULT_WAREHOUSE})"
+    )
     common.add_argument("--config", default=None, help="folder with health_model.yaml and rules.yaml (default: the shipped ones)")
 
     parser = argparse.ArgumentParser(prog="cs-pipeline", description="Early alerts for Customer Success teams.")
@@ -338,6 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         # ConfigError and SourceFileError are ValueErrors/OSErrors with a file-and-line message.
         print(f"cs-pipeline: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the contract: a one-line reason, never a traceback
+        if os.environ.get("CS_PIPELINE_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"cs-pipeline: unexpected {type(exc).__name__}: {first} (CS_PIPELINE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

@@ -57,3 +57,32 @@ def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(args, message):
 def test_run_refuses_a_range_that_ends_before_it_starts(tmp_path):
     done = cli("run", "--data-dir", str(tmp_path), "--from", "2025-02-01", "--to", "2025-01-01", "--warehouse", str(tmp_path / "w.duckdb"))
     assert done.returncode != 0 and "before --from" in done.stderr
+
+
+def test_the_warehouse_comes_from_the_environment_when_not_given(tmp_path):
+    import os
+
+    env = {**os.environ, "CS_PIPELINE_WAREHOUSE": str(tmp_path / "elsewhere.duckdb")}
+    done = cli("tasks", env=env)
+    assert done.returncode != 0 and str(tmp_path / "elsewhere.duckdb") in done.stderr
+
+
+def test_a_warehouse_in_use_is_a_one_line_error(tmp_path):
+    import duckdb
+
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)):  # a writer holds the file, as a running Dagster step would
+        done = cli("alerts", "--warehouse", str(path))
+    assert done.returncode != 0 and "in use by another process" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_listing_a_fresh_warehouse_writes_nothing(tmp_path):
+    import duckdb
+
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    before = path.read_bytes()
+    done = cli("alerts", "--warehouse", str(path), "--format", "json")
+    assert done.returncode == 0 and done.stdout.strip() == "[]"
+    assert path.read_bytes() == before

@@ -13,6 +13,7 @@ import polars as pl
 
 from cs_pipeline import settings
 from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
+from cs_pipeline.jobs.dispatch import ensure_actions_tables
 from cs_pipeline.logic.alerting import OPEN_SCHEMA, alert_rows
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
@@ -66,6 +67,8 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_c
         rows = rows.filter(pl.col("partition_date") >= start)
         replace_date_range(con, TABLE, rows, start, end)
         replace_date_range(con, EVALUATED, pl.DataFrame({"partition_date": days(start, end)}), start, end)
+        # The dispatch job's tables exist from the first alerts on, so readers never have to create them.
+        ensure_actions_tables(con)
     live = rows.filter(pl.col("live"))
     by_rule = rows.group_by("rule_id").agg(pl.col("alert_id").n_unique()).sort("rule_id")
     context.log.info(f"alerts {start} .. {end}: {rows['alert_id'].n_unique()} alerts, {live['alert_id'].n_unique()} live")
