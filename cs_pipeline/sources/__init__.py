@@ -16,12 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cs_pipeline.logic.config import ConfigProblem, load_yaml_model
 from cs_pipeline.logic.contract import ENTITIES
 from cs_pipeline.sources.base import Connector
+from cs_pipeline.sources.database import DatabaseConnector
+from cs_pipeline.sources.delighted import DelightedConnector
 from cs_pipeline.sources.files import FilesConnector
+from cs_pipeline.sources.hubspot import HubSpotConnector
+from cs_pipeline.sources.salesforce import SalesforceConnector
+from cs_pipeline.sources.zendesk import ZendeskConnector
 
 FILES = "files"
 
 # Every connector type sources.yaml may name, by its `type:`.
-CONNECTOR_TYPES: tuple[type[Connector], ...] = (FilesConnector,)
+CONNECTOR_TYPES: tuple[type[Connector], ...] = (
+    FilesConnector,
+    DatabaseConnector,
+    SalesforceConnector,
+    HubSpotConnector,
+    ZendeskConnector,
+    DelightedConnector,
+)
 
 AnyConnector = Annotated[Union[CONNECTOR_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]
 
