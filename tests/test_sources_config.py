@@ -40,3 +40,21 @@ def test_mistakes_name_the_file_and_line(tmp_path, text, line, message):
     with pytest.raises(ConfigError) as error:
         load_sources(tmp_path / "sources.yaml", FilesConnector(data_dir=str(tmp_path)))
     assert f"sources.yaml:{line}:" in str(error.value) and message in str(error.value)
+
+
+def test_the_shipped_example_is_valid_and_routes_every_entity(tmp_path):
+    from cs_pipeline import settings
+
+    plan = load_sources(settings.PROJECT_DIR / "sources.example.yaml", FilesConnector(data_dir=str(tmp_path)))
+    routed = {entity: plan.connector_for(entity).type for entity in
+              ("users", "events", "accounts", "contracts", "activities", "tickets", "nps_responses", "engagements")}
+    assert routed == {"users": "database", "events": "database", "accounts": "salesforce", "contracts": "salesforce",
+                      "activities": "salesforce", "tickets": "zendesk", "nps_responses": "delighted", "engagements": "files"}
+
+
+def test_a_connector_cannot_be_given_an_entity_it_does_not_land(tmp_path):
+    (tmp_path / "sources.yaml").write_text(
+        "connectors:\n  db:\n    type: database\n    url_env: X\nentities:\n  tickets: db\n"
+    )
+    with pytest.raises(ConfigError, match=r"sources.yaml:6: entities.tickets: a database connector cannot land tickets; valid choices: users, events"):
+        load_sources(tmp_path / "sources.yaml", FilesConnector(data_dir=str(tmp_path)))
