@@ -319,6 +319,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rules = load_rules(config_dir / RULES_FILE, model)
     print(f"{config_dir / HEALTH_MODEL_FILE}: {len(model.indicators)} indicators")
     print(f"{config_dir / RULES_FILE}: {len(rules.rules)} rules ({', '.join(r.id for r in rules.rules)})")
+    if settings.sources_file():
+        from cs_pipeline.logic.contract import ENTITIES
+        from cs_pipeline.sources import load_sources
+        from cs_pipeline.sources.files import FilesConnector
+
+        plan = load_sources(settings.sources_file(), FilesConnector(data_dir=str(settings.data_dir())))
+        print(f"{settings.sources_file()}: " + ", ".join(f"{e} from {plan.connector_for(e).type}" for e in ENTITIES))
     print("\nVariables a rule may use:")
     variables = health_variables(model)
     width = max(len(v) for v in variables)

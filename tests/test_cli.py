@@ -86,3 +86,15 @@ def test_listing_a_fresh_warehouse_writes_nothing(tmp_path):
     done = cli("alerts", "--warehouse", str(path), "--format", "json")
     assert done.returncode == 0 and done.stdout.strip() == "[]"
     assert path.read_bytes() == before
+
+
+def test_check_config_validates_sources_yaml_when_given(tmp_path):
+    import os
+
+    env = {**os.environ, "CS_PIPELINE_SOURCES": str(settings.PROJECT_DIR / "sources.example.yaml")}
+    done = cli("check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "users from database" in done.stdout and "tickets from zendesk" in done.stdout and "engagements from files" in done.stdout
+    (tmp_path / "sources.yaml").write_text("entities:\n  accounts: crm\n")
+    done = cli("check-config", env={**os.environ, "CS_PIPELINE_SOURCES": str(tmp_path / "sources.yaml")})
+    assert done.returncode != 0 and "sources.yaml:2:" in done.stderr
