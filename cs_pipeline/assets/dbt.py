@@ -9,6 +9,7 @@ and a backfill is one dbt invocation for the whole range.
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +69,18 @@ def dbt_resource() -> DbtCliResource:
     return DbtCliResource(project_dir=dbt_project, profiles_dir=str(settings.DBT_PROJECT_DIR))
 
 
+def build(dbt: DbtCliResource, args: list[str], context: dg.AssetExecutionContext):
+    """Stream a dbt invocation's events into Dagster, then drop its target folder.
+
+    dagster-dbt gives every invocation its own folder of compiled SQL and artifacts (about 3 MB);
+    a successful run's folder is removed so a daily schedule does not fill the disk, and a failed
+    run's folder stays for debugging (the exception skips the clean-up).
+    """
+    invocation = dbt.cli(args, context=context)
+    yield from invocation.stream()
+    shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+
 @dbt_assets(
     manifest=prepare_manifest(),
     exclude=DAILY,
@@ -77,7 +90,7 @@ def dbt_resource() -> DbtCliResource:
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """Staging of every snapshot entity, contract terms and the account dimension."""
-    yield from dbt.cli(["build"], context=context).stream()
+    yield from build(dbt, ["build"], context)
 
 
 @dbt_assets(
@@ -93,4 +106,4 @@ def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """Event staging and per-user daily activity, for exactly the run's days."""
     start, end = run_dates(context)
     dbt_vars = {"min_date": start.isoformat(), "max_date": end.isoformat()}
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    yield from build(dbt, ["build", "--vars", json.dumps(dbt_vars)], context)
