@@ -33,6 +33,7 @@ def test_entities_may_name_the_files_connector_explicitly(tmp_path):
         ("entities:\n  accounts: crm\n", 2, "no connector named 'crm'; valid choices: files"),
         ("connectors:\n  crm:\n    type: nosuch\n", 2, "nosuch"),
         ("entities: [accounts]\n", 1, "entities"),
+        ("connectors:\n  files:\n    type: files\n    data_dir: x\n", 2, "'files' is the built-in files source"),
     ],
 )
 def test_mistakes_name_the_file_and_line(tmp_path, text, line, message):

@@ -46,6 +46,8 @@ class SourcesFile(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "SourcesFile":
+        if FILES in self.connectors:
+            raise ConfigProblem(("connectors", FILES), f"'{FILES}' is the built-in files source: give this connector another name")
         names = [FILES, *self.connectors]
         for entity, name in self.entities.items():
             if entity not in ENTITIES:
