@@ -1,11 +1,14 @@
 """The map of cs_pipeline: every asset, check, job, sensor, schedule and resource.
 
-    raw (dlt)            raw/accounts ... raw/engagements (one multi-asset), raw/events (daily)
-      └─ dbt             staging.stg_raw__* , marts.fct_contract_terms, marts.dim_accounts,
-                         marts.fct_user_daily_activity (daily)
-           └─ polars     account_daily_usage → account_health → alerts   (daily)
-                            └─ alert_dispatch_sensor → dispatch_alerts (tasks, Slack)
+    raw (dlt)         raw/accounts ... raw/engagements (one multi-asset), raw/events (daily)
+    → dbt             staging.stg_raw__*, marts.fct_contract_terms, marts.dim_accounts,
+                      marts.fct_user_daily_activity (daily)
+    → polars (daily)  account_daily_usage → account_health → alerts
+                                            account_health → crm_writeback (CRM account fields)
+    → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack)
+
     daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
+    Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from cs_pipeline import settings
 from cs_pipeline.assets.alerts import alerts
+from cs_pipeline.assets.crm_writeback import CrmWritebackResource, crm_writeback
 from cs_pipeline.assets.dbt import dbt_daily_models, dbt_models, dbt_resource
 from cs_pipeline.assets.health import account_health
 from cs_pipeline.assets.ingest import raw_events, raw_snapshots
@@ -52,11 +56,12 @@ def resources() -> dict[str, object]:
         "cs_config": PipelineConfig(config_dir=str(settings.config_dir()), live_window_days=settings.live_window_days()),
         "dbt": dbt_resource(),
         "slack": slack_resource(),
+        "crm_writeback_config": CrmWritebackResource(config_file=settings.writeback_file()),
     }
 
 
 defs = dg.Definitions(
-    assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts],
+    assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts, crm_writeback],
     jobs=[daily_pipeline, dispatch_alerts],
     schedules=[daily_schedule],
     sensors=[alert_dispatch_sensor, run_failure_to_slack],

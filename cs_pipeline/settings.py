@@ -42,6 +42,12 @@ def sources_file() -> str:
     return str(Path(value).resolve()) if value else ""
 
 
+def writeback_file() -> str:
+    """Optional YAML configuring the CRM write-back (`CS_PIPELINE_WRITEBACK`); empty: no write-back."""
+    value = _env("CS_PIPELINE_WRITEBACK", "")
+    return str(Path(value).resolve()) if value else ""
+
+
 def config_dir() -> Path:
     """Health model and rules (`CS_PIPELINE_CONFIG_DIR`, default: the shipped ones)."""
     return Path(_env("CS_PIPELINE_CONFIG_DIR", str(SHIPPED_CONFIG_DIR))).resolve()
