@@ -159,15 +159,23 @@ WITH latest AS (
 ), delivery AS (
     SELECT * FROM actions.deliveries
     QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY notification_number DESC) = 1
+), muted AS (
+    SELECT alert_id,
+           bool_or(action = 'ack') AS acknowledged,
+           bool_or(action = 'snooze' AND until > ?) AS snoozed
+    FROM {alert_actions} GROUP BY alert_id
 )
 SELECT l.alert_id, l.rule_id, l.account_id, l.partition_date, l.episode_start, l.severity,
-       CASE WHEN d.status IS NOT NULL THEN d.status
+       CASE WHEN m.acknowledged THEN 'acknowledged'
+            WHEN m.snoozed THEN 'snoozed'
+            WHEN d.status IS NOT NULL THEN d.status
             WHEN l.partition_date >= ? THEN 'pending'
             ELSE 'suppressed_backfill' END AS status,
        t.task_id, l.account_name, l.owner_email, l.message, d.reason
 FROM latest l
 LEFT JOIN delivery d USING (alert_id)
 LEFT JOIN actions.tasks t USING (alert_id)
+LEFT JOIN muted m USING (alert_id)
 ORDER BY l.partition_date, l.rule_id, l.account_id
 """
 
@@ -179,7 +187,6 @@ FROM actions.tasks ORDER BY due_date, task_id
 
 def _read(sql: str, params: Sequence[object] = (), needs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run a read-only query; no rows when a table it `needs` was never written."""
-    import duckdb
 
     from cs_pipeline.resources.warehouse import table_exists
 
@@ -198,10 +205,14 @@ def _read(sql: str, params: Sequence[object] = (), needs: Sequence[str] = ()) ->
 
 
 def _connect_read_only(path: Path):
+    return _connect(path, read_only=True)
+
+
+def _connect(path: Path, read_only: bool):
     import duckdb
 
     try:
-        return duckdb.connect(str(path), read_only=True)
+        return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as error:
         if "lock" in str(error).lower():
             raise CliError(
@@ -211,9 +222,19 @@ def _connect_read_only(path: Path):
         raise CliError(f"cannot open warehouse {path}: {str(error).splitlines()[0]}") from None
 
 
+NO_ALERT_ACTIONS = "(SELECT NULL::VARCHAR AS alert_id, NULL::VARCHAR AS action, NULL::DATE AS until WHERE false)"
+
+
 def read_alerts() -> list[dict[str, Any]]:
-    live_from = settings.today() - dt.timedelta(days=settings.live_window_days())
-    return _read(ALERTS_SQL, [live_from], needs=("analytics.alert_events", "actions.deliveries", "actions.tasks"))
+    today = settings.today()
+    live_from = today - dt.timedelta(days=settings.live_window_days())
+    sql = ALERTS_SQL.replace("{alert_actions}", "actions.alert_actions" if _has_alert_actions() else NO_ALERT_ACTIONS)
+    return _read(sql, [today, live_from], needs=("analytics.alert_events", "actions.deliveries", "actions.tasks"))
+
+
+def _has_alert_actions() -> bool:
+    sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = 'actions' AND table_name = 'alert_actions'"
+    return bool(_read(sql))
 
 
 def read_tasks() -> list[dict[str, Any]]:
@@ -310,6 +331,43 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_alert_action(alert_id: str, action: str, until: dt.date | None, reason: str | None, by: str | None) -> None:
+    """Append a snooze or an acknowledgement to actions.alert_actions; the alert must exist."""
+    from cs_pipeline.jobs.dispatch import ensure_actions_tables
+    from cs_pipeline.resources.warehouse import table_exists
+
+    path = settings.warehouse_path()
+    if not path.exists():
+        raise CliError(f"warehouse {path} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
+    con = _connect(path, read_only=False)
+    try:
+        known = table_exists(con, "analytics", "alert_events") and con.execute(
+            "SELECT 1 FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]
+        ).fetchone()
+        if not known:
+            raise CliError(f"unknown alert id {alert_id!r} (see `cs-pipeline alerts`)")
+        ensure_actions_tables(con)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        con.execute("INSERT INTO actions.alert_actions VALUES (?, ?, ?, ?, ?, ?)", [alert_id, action, until, reason, by, now])
+    finally:
+        con.close()
+
+
+def cmd_snooze(args: argparse.Namespace) -> int:
+    until = _parse_day(args.until, "--until")
+    if until <= settings.today():
+        raise CliError(f"--until {until} is not after today ({settings.today()})")
+    _record_alert_action(args.alert_id, "snooze", until, args.reason, args.by)
+    print(f"{args.alert_id}: snoozed until {until}; it will not notify before then")
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    _record_alert_action(args.alert_id, "ack", None, args.note, args.by)
+    print(f"{args.alert_id}: acknowledged; it will not notify again in this episode")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from cs_pipeline.logic.config import health_variables, load_health_model, load_rules
     from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
@@ -363,6 +421,19 @@ def build_parser() -> argparse.ArgumentParser:
         listing.add_argument("--format", choices=("table", "json"), default="table")
         listing.set_defaults(func=func)
 
+    snooze = sub.add_parser("snooze", parents=[common], help="hold an alert's notifications back until a date")
+    snooze.add_argument("alert_id")
+    snooze.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="the first day it may notify again")
+    snooze.add_argument("--reason", required=True)
+    snooze.add_argument("--by", default=None, metavar="EMAIL")
+    snooze.set_defaults(func=cmd_snooze)
+
+    ack = sub.add_parser("ack", parents=[common], help="acknowledge an alert: no more notifications in its episode")
+    ack.add_argument("alert_id")
+    ack.add_argument("--by", default=None, metavar="EMAIL")
+    ack.add_argument("--note", default=None)
+    ack.set_defaults(func=cmd_ack)
+
     check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
     check.set_defaults(func=cmd_check_config)
     return parser
@@ -380,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ConfigError and SourceFileError are ValueErrors/OSErrors with a file-and-line message.
         print(f"cs-pipeline: {exc}".splitlines()[0], file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - the contract: a one-line reason, never a traceback
+    except Exception as exc:
         if os.environ.get("CS_PIPELINE_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]

@@ -127,6 +127,63 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     return truncate(text, MAX_FALLBACK_TEXT), blocks
 
 
+@dataclass(frozen=True)
+class ResolvedMessage:
+    """An alert whose condition no longer holds: its owner hears it once."""
+
+    alert_id: str
+    rule_id: str
+    rule_description: str
+    account_id: str
+    account_name: str
+    segment: str
+    owner_email: str | None
+    episode_start: dt.date
+    last_open_day: dt.date
+    closed_on: dt.date  # the first evaluated day on which it was no longer open
+    task_status: str
+
+
+def render_resolved(msg: ResolvedMessage, note: str | None = None) -> tuple[str, list[dict]]:
+    """A short "resolved" message: which alert, since when, what happened to its task."""
+    rule = msg.rule_description.strip() or msg.rule_id
+    account = msg.account_name.strip() or msg.account_id
+    blocks = [_header(f":white_check_mark: Resolved: {rule} · {account}")]
+    if note:
+        blocks.append(_section(f":bust_in_silhouette: {escape(note)}", NOTE_TEXT))
+    blocks.append(
+        _section(
+            f"No longer true on {msg.closed_on.isoformat()} (open {msg.episode_start.isoformat()} to "
+            f"{msg.last_open_day.isoformat()}). Its task is now *{escape(msg.task_status)}*.",
+            WHY_TEXT,
+        )
+    )
+    blocks.append(_context(f"Alert `{escape(msg.alert_id)}` · rule `{escape(msg.rule_id)}`", CONTEXT_TEXT))
+    text = f":white_check_mark: Resolved: {escape(rule)}: {escape(account)}"
+    return truncate(text, MAX_FALLBACK_TEXT), blocks
+
+
+DIGEST_TEXT = 2800
+DIGEST_LINE = 400
+
+
+def render_digest(digest_id: str, alerts: list[AlertMessage], note: str | None = None) -> tuple[str, list[dict]]:
+    """One message listing several alerts of one CSM: one line each, the most urgent first."""
+    count = f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}"
+    blocks = [_header(f":clipboard: Daily digest: {count}")]
+    if note:
+        blocks.append(_section(f":bust_in_silhouette: {escape(note)}", NOTE_TEXT))
+    lines = [
+        f"• {SEVERITY_EMOJI.get(a.severity, ':bell:')} *{escape(a.account_name or a.account_id)}* · "
+        f"{escape(a.rule_description or a.rule_id)}: {escape(a.message)} "
+        f"(task due {a.task_due_date.isoformat()}, alert `{escape(a.alert_id)}`)"
+        for a in alerts
+    ]
+    blocks.append(_section(_packed("", lines, DIGEST_LINE, DIGEST_TEXT, "alerts")))
+    blocks.append(_context(f"Digest `{escape(digest_id)}`", CONTEXT_TEXT))
+    return truncate(f":clipboard: Daily digest: {count}", MAX_FALLBACK_TEXT), blocks
+
+
 def render_run_failure(
     job_name: str, run_id: str, partition: str | None, error: str, run_url: str | None
 ) -> tuple[str, list[dict]]:

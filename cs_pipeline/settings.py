@@ -115,3 +115,21 @@ def schedule_hour() -> int:
     if not value.isdigit() or not 0 <= int(value) <= 23:
         raise ValueError(f"CS_PIPELINE_SCHEDULE_HOUR must be an hour from 0 to 23, got {value!r}")
     return int(value)
+
+
+def digest_info_alerts() -> bool:
+    """Info alerts go into one digest per CSM instead of a message each (`CS_PIPELINE_DIGEST_INFO_ALERTS`)."""
+    value = _env("CS_PIPELINE_DIGEST_INFO_ALERTS", "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"CS_PIPELINE_DIGEST_INFO_ALERTS must be true or false, got {value!r}")
+    return value in ("true", "1", "yes")
+
+
+def max_alerts_per_csm_per_day() -> int | None:
+    """Alert messages a CSM gets a day before the rest go to the digest (`CS_PIPELINE_MAX_ALERTS_PER_CSM_PER_DAY`; unset: no cap)."""
+    value = _env("CS_PIPELINE_MAX_ALERTS_PER_CSM_PER_DAY", "")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CS_PIPELINE_MAX_ALERTS_PER_CSM_PER_DAY must be a whole number >= 1, got {value!r}")
+    return int(value)

@@ -1,28 +1,62 @@
-"""The dispatch job: for every live alert, create its task and send its Slack message.
+"""The dispatch job: create each live alert's task, send its Slack message, close resolved alerts.
 
 What is live is decided from the warehouse each time an op runs, not passed between ops, and
-each send re-reads the delivery state first: two dispatch runs (a sensor tick and a manual
-re-run) can never send the same (alert, notification) twice, because the ops that write are in
-the one-at-a-time `duckdb` pool and a `sent` delivery is never sent again. A failed delivery
-keeps its reason and is retried by the next run.
+the ops that write are in the one-at-a-time `duckdb` pool, so two dispatch runs never overlap.
+
+Never twice once sent. Before each post the delivery row is written as `sending` (the outbox
+row, idempotency key `alert_id#n`); the outcome replaces it right after. A row an earlier run
+left `sending` (it died between posting and recording) or `failed` with "Slack may have posted
+it" is first looked up in Slack (conversations.history since the attempt, by the message's
+metadata): found, it becomes `sent` with that ts; not found, it is posted; when Slack cannot be
+asked, nothing is posted and the next run asks again.
+
+Bursts. Messages go out critical first, then warning, then info, older day first; posts to one
+channel are spaced by `min_seconds_between_posts_per_channel` while other channels go on, and a
+429 pauses only its channel for its Retry-After.
+
+Snoozed (`cs-pipeline snooze`) and acknowledged (`cs-pipeline ack`) alerts do not notify. A sent
+alert no longer open on the latest evaluated live day is closed: its task becomes `done` and its
+owner gets one "resolved" message (actions.notices, keyed (alert_id, 'closed')).
 """
 
-
+import dataclasses
 import datetime as dt
 import json
 import os
+import time
 
 import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
-from cs_pipeline.messages import AlertMessage
+from cs_pipeline.logic.delivery import (
+    AMBIGUOUS_SUFFIX,
+    FAILED,
+    SENDING,
+    SENT,
+    Action,
+    ChannelPacer,
+    idempotency_key,
+    is_resolved,
+    must_check_before_resend,
+    muted_by,
+    send_order,
+    split_for_digest,
+)
+from cs_pipeline.messages import AlertMessage, ResolvedMessage
 from cs_pipeline.resources.config import PipelineConfig
-from cs_pipeline.resources.slack import Delivery, SlackResource
+from cs_pipeline.resources.slack import (
+    EVENT_TYPE_DIGEST,
+    EVENT_TYPE_RESOLVED,
+    MAX_RETRY_AFTER_SECONDS,
+    Address,
+    Delivery,
+    SlackResource,
+)
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, table_exists
 
 FAILED_TAG = "cs_pipeline/failed_deliveries"
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+DIGEST = "digest"
 
 ACTIONS_DDL = (
     "CREATE SCHEMA IF NOT EXISTS actions",
@@ -33,6 +67,17 @@ ACTIONS_DDL = (
         alert_id VARCHAR, notification_number BIGINT, destination VARCHAR, channel VARCHAR, status VARCHAR,
         reason VARCHAR, attempts BIGINT, message_ts VARCHAR, first_attempt_at TIMESTAMP, updated_at TIMESTAMP,
         PRIMARY KEY (alert_id, notification_number))""",
+    """CREATE TABLE IF NOT EXISTS actions.alert_actions (
+        alert_id VARCHAR, action VARCHAR, until DATE, reason VARCHAR, "by" VARCHAR, "at" TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS actions.alert_state (
+        alert_id VARCHAR PRIMARY KEY, state VARCHAR, last_open_day DATE, closed_on DATE, closed_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS actions.notices (
+        alert_id VARCHAR, kind VARCHAR, destination VARCHAR, channel VARCHAR, status VARCHAR, reason VARCHAR,
+        attempts BIGINT, message_ts VARCHAR, attempt_started_at TIMESTAMP, updated_at TIMESTAMP,
+        PRIMARY KEY (alert_id, kind))""",
+    "ALTER TABLE actions.notices ADD COLUMN IF NOT EXISTS members VARCHAR",
+    "ALTER TABLE actions.deliveries ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR",
+    "ALTER TABLE actions.deliveries ADD COLUMN IF NOT EXISTS attempt_started_at TIMESTAMP",
 )
 
 
@@ -59,7 +104,7 @@ def live_alerts(con, today: dt.date, live_window_days: int) -> pl.DataFrame:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dg.op(pool=POOL, description="Create one task per live alert in actions.tasks (idempotent: one task per alert id).")
@@ -160,24 +205,313 @@ def _messages(con, alerts: pl.DataFrame, cs_config: PipelineConfig) -> list[Aler
     return messages
 
 
-def _already_sent(con, alert_id: str, notification_number: int) -> bool:
-    row = con.execute(
-        "SELECT status FROM actions.deliveries WHERE alert_id = ? AND notification_number = ?", [alert_id, notification_number]
-    ).fetchone()
-    return bool(row and row[0] == "sent")
+DELIVERY_COLUMNS = (
+    "alert_id", "notification_number", "destination", "channel", "status", "reason", "attempts", "message_ts",
+    "first_attempt_at", "updated_at", "idempotency_key", "attempt_started_at",
+)
+
+
+@dataclasses.dataclass
+class SendCounts:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    found_posted: int = 0
+    rate_limited: int = 0
+    in_digests: int = 0
+    seconds: float = 0.0
+
+    @property
+    def alerts_per_second(self) -> float:
+        return round(self.sent / self.seconds, 2) if self.seconds > 0 else 0.0
+
+
+def _deliveries(con) -> dict[tuple[str, int], dict]:
+    cursor = con.execute(f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM actions.deliveries")
+    return {(row[0], row[1]): dict(zip(DELIVERY_COLUMNS, row)) for row in cursor.fetchall()}
+
+
+def _mark_sending(con, msg: AlertMessage, destination: str, channel: str) -> None:
+    """The outbox row: written before the post, so a run that dies after Slack posted leaves
+    `sending` behind, and the next run looks for the message before posting again."""
+    now = _now()
+    con.execute(
+        """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
+             attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
+           VALUES (?, ?, ?, ?, 'sending', NULL, 1, NULL, ?, ?, ?, ?)
+           ON CONFLICT (alert_id, notification_number) DO UPDATE SET
+             destination = excluded.destination, channel = excluded.channel, status = 'sending', reason = NULL,
+             attempts = actions.deliveries.attempts + 1, updated_at = excluded.updated_at,
+             idempotency_key = excluded.idempotency_key, attempt_started_at = excluded.attempt_started_at""",
+        [msg.alert_id, msg.notification_number, destination, channel, now, now,
+         idempotency_key(msg.alert_id, msg.notification_number), now],
+    )
 
 
 def _record(con, msg: AlertMessage, delivery: Delivery) -> None:
+    """The outcome of an attempt; counts an attempt only when `_mark_sending` did not."""
     now = _now()
     con.execute(
-        """INSERT INTO actions.deliveries VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+        """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
+             attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
+           VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
            ON CONFLICT (alert_id, notification_number) DO UPDATE SET
              destination = excluded.destination, channel = excluded.channel, status = excluded.status,
-             reason = excluded.reason, attempts = actions.deliveries.attempts + 1,
-             message_ts = excluded.message_ts, updated_at = excluded.updated_at""",
+             reason = excluded.reason,
+             attempts = actions.deliveries.attempts + CASE WHEN actions.deliveries.status = 'sending' THEN 0 ELSE 1 END,
+             message_ts = excluded.message_ts, updated_at = excluded.updated_at,
+             attempt_started_at = coalesce(actions.deliveries.attempt_started_at, excluded.attempt_started_at)""",
         [msg.alert_id, msg.notification_number, delivery.destination, delivery.channel, delivery.status,
-         delivery.reason, delivery.message_ts, now, now],
+         delivery.reason, delivery.message_ts, now, now, idempotency_key(msg.alert_id, msg.notification_number), now],
     )
+
+
+def _check_slack(con, msg: AlertMessage, row: dict, slack: SlackResource) -> str:
+    """Look in Slack for the message an earlier attempt may have posted; record what is found.
+
+    `found` (recorded `sent`), `absent` (the caller posts it), or `unsure`: Slack could not be
+    asked, so it stays ambiguous and is checked again next run, never posted on a guess.
+    """
+    since = row["attempt_started_at"] or row["first_attempt_at"] or row["updated_at"]
+    try:
+        found = slack.find_alert_post(row["channel"], msg.alert_id, msg.notification_number, since)
+    except Exception as err:  # noqa: BLE001 - an unanswered check must not become a second post
+        reason = f"could not check whether it was posted ({slack._reason(err)}); {AMBIGUOUS_SUFFIX}"
+        _record(con, msg, Delivery(destination="slack", channel=row["channel"], status="failed", reason=reason))
+        return "unsure"
+    if found is None:
+        return "absent"
+    channel_id, ts = found
+    _record(con, msg, Delivery(destination="slack", channel=channel_id, status="sent", message_ts=ts,
+                               reason="found in Slack after an interrupted attempt"))
+    return "found"
+
+
+def send_all(con, messages: list[AlertMessage], slack: SlackResource, log=None) -> SendCounts:
+    """Send every message not yet sent, at most once each; see the module docstring."""
+    counts = SendCounts()
+    started = time.monotonic()
+    existing = _deliveries(con)
+    pacer: ChannelPacer[tuple[AlertMessage, Address]] = ChannelPacer(slack.min_seconds_between_posts_per_channel)
+    for msg in messages:
+        row = existing.get((msg.alert_id, msg.notification_number))
+        if row and row["status"] == SENT:
+            counts.skipped += 1
+            continue
+        if row and slack.uses_slack and must_check_before_resend(row["destination"], row["status"], row["reason"]):
+            outcome = _check_slack(con, msg, row, slack)
+            if outcome != "absent":
+                counts.found_posted += outcome == "found"
+                counts.failed += outcome == "unsure"  # the sensor's retry checks again
+                continue
+        if not slack.uses_slack:
+            _mark_sending(con, msg, "outbox", slack._addressee(msg))
+            _count(counts, msg, slack.write_alert_to_outbox(msg), con, log)
+            continue
+        address = slack.address_alert(msg)
+        if isinstance(address, Delivery):
+            _count(counts, msg, address, con, log)
+            continue
+        pacer.add(address.channel, (msg, address))
+    _post_paced(con, pacer, slack, counts, log)
+    counts.seconds = time.monotonic() - started
+    return counts
+
+
+def _post_paced(con, pacer: ChannelPacer, slack: SlackResource, counts: SendCounts, log) -> None:
+    """Post in order, one channel at most every `min_seconds_between_posts_per_channel`; a 429
+    puts its message back and pauses that channel for its Retry-After, up to `rate_limit_retries`."""
+    backoffs: dict[tuple[str, int], int] = {}
+    while (step := pacer.next(time.monotonic())) is not None:
+        channel, (msg, address), wait = step
+        if wait > 0:
+            time.sleep(wait)
+        _mark_sending(con, msg, "slack", address.channel)
+        delivery = slack.post_alert(msg, address)
+        pacer.posted(channel, time.monotonic())
+        key = (msg.alert_id, msg.notification_number)
+        if delivery.retry_after is not None:
+            counts.rate_limited += 1
+            backoffs[key] = backoffs.get(key, 0) + 1
+            if backoffs[key] <= slack.rate_limit_retries and delivery.retry_after <= MAX_RETRY_AFTER_SECONDS:
+                _record(con, msg, delivery)
+                pacer.back_off(channel, (msg, address), delivery.retry_after, time.monotonic())
+                continue
+        # Recorded right after each send, so a crash later in the run cannot cause a resend.
+        _count(counts, msg, delivery, con, log)
+
+
+def _count(counts: SendCounts, msg: AlertMessage, delivery: Delivery, con, log) -> None:
+    _record(con, msg, delivery)
+    if delivery.status == SENT:
+        counts.sent += 1
+        return
+    counts.failed += 1
+    if log is not None:
+        log.warning(f"{msg.alert_id} #{msg.notification_number}: {delivery.reason}")
+
+
+def alert_actions(con, alert_ids: list[str]) -> dict[str, list[Action]]:
+    """The snoozes and acknowledgements recorded by `cs-pipeline snooze` / `ack`, per alert id."""
+    found: dict[str, list[Action]] = {}
+    if not alert_ids:
+        return found
+    rows = con.execute(
+        "SELECT alert_id, action, until, \"at\" FROM actions.alert_actions WHERE list_contains(?, alert_id) ORDER BY \"at\"",
+        [alert_ids],
+    ).fetchall()
+    for alert_id, action, until, at in rows:
+        found.setdefault(alert_id, []).append(Action(action=action, until=until, at=at))
+    return found
+
+
+def _without_muted(con, alerts: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, int]:
+    """The alerts that may notify today, and how many were held back by a snooze or an ack."""
+    if alerts.height == 0:
+        return alerts, 0
+    actions = alert_actions(con, alerts["alert_id"].to_list())
+    keep = [
+        muted_by(actions.get(r["alert_id"], []), today, r["episode_start"]) is None for r in alerts.iter_rows(named=True)
+    ]
+    kept = alerts.filter(pl.Series(keep, dtype=pl.Boolean))
+    return kept, alerts.height - kept.height
+
+
+# ------------------------------------------------------------------ digests
+
+
+def plan_sending(
+    con, messages: list[AlertMessage], slack: SlackResource
+) -> tuple[list[AlertMessage], dict[str, list[AlertMessage]], int]:
+    """(messages to send alone, new digest members per addressee, members held by an unsure digest).
+
+    First settles digests an earlier run left unsure. Only an alert with no delivery yet, or
+    whose digest surely failed, may go to a digest; one already tried alone stays alone, and
+    one in a digest that may have been posted is held until that digest is settled.
+    """
+    held = settle_digests(con, slack)
+    existing = _deliveries(con)
+    eligible, alone = [], []
+    for msg in messages:
+        row = existing.get((msg.alert_id, msg.notification_number))
+        if row is None or (row["destination"] == DIGEST and row["status"] == FAILED
+                           and not (row["reason"] or "").endswith(AMBIGUOUS_SUFFIX)):
+            eligible.append(msg)
+        elif row["destination"] != DIGEST:
+            alone.append(msg)
+    keys = [(slack.addressee(m), m.severity) for m in eligible]
+    cap = slack.max_alerts_per_csm_per_day
+    alone_idx, digest_idx = split_for_digest(keys, _sent_alone_today(con, messages, slack), cap, slack.digest_info_alerts)
+    chosen = {id(eligible[i]) for i in alone_idx} | {id(m) for m in alone}
+    alone_all = [m for m in messages if id(m) in chosen]
+    digests: dict[str, list[AlertMessage]] = {}
+    for i in digest_idx:
+        digests.setdefault(keys[i][0], []).append(eligible[i])
+    return alone_all, digests, held
+
+
+def _sent_alone_today(con, messages: list[AlertMessage], slack: SlackResource) -> dict[str, int]:
+    """Alert messages each addressee got alone since midnight UTC, among these alerts."""
+    midnight = _now().replace(hour=0, minute=0, second=0, microsecond=0)
+    sent = {
+        (r[0], r[1]) for r in con.execute(
+            "SELECT alert_id, notification_number FROM actions.deliveries "
+            "WHERE status = 'sent' AND destination <> 'digest' AND updated_at >= ?", [midnight]
+        ).fetchall()
+    }
+    counts: dict[str, int] = {}
+    for msg in messages:
+        if (msg.alert_id, msg.notification_number) in sent:
+            counts[slack.addressee(msg)] = counts.get(slack.addressee(msg), 0) + 1
+    return counts
+
+
+def send_digests(con, digests: dict[str, list[AlertMessage]], slack: SlackResource, today: dt.date,
+                 counts: SendCounts, log=None) -> None:
+    """One digest per addressee: its notice and its members' rows written `sending` first."""
+    for addressee, members in digests.items():
+        digest_id = _next_digest_id(con, addressee, today)
+        destination, channel = ("slack", None) if slack.uses_slack else ("outbox", addressee)
+        if slack.uses_slack:
+            address = slack.address_alert(members[0])
+            if isinstance(address, Delivery):
+                for msg in members:
+                    _count(counts, msg, dataclasses.replace(address, destination=DIGEST), con, log)
+                continue
+            channel = address.channel
+        sending = Delivery(destination, channel, SENDING)
+        _write_notice(con, digest_id, DIGEST, sending, members=[[m.alert_id, m.notification_number] for m in members])
+        for msg in members:
+            _mark_sending(con, msg, DIGEST, channel)
+        delivery = slack.deliver_digest(digest_id, members)
+        _settle_digest(con, digest_id, members, delivery)
+        if delivery.status == SENT:
+            counts.in_digests += len(members)
+        else:
+            counts.failed += len(members)
+            if log is not None:
+                log.warning(f"digest {digest_id}: {delivery.reason}")
+
+
+def _next_digest_id(con, addressee: str, today: dt.date) -> str:
+    prefix = f"digest:{addressee}:{today.isoformat()}:"
+    done = con.execute(
+        "SELECT count(*) FROM actions.notices WHERE kind = 'digest' AND starts_with(alert_id, ?)", [prefix]
+    ).fetchone()[0]
+    return f"{prefix}{done + 1}"
+
+
+def _settle_digest(con, digest_id: str, members: list, delivery: Delivery) -> None:
+    """Record a digest's outcome on its notice and on each member's delivery row."""
+    _write_notice(con, digest_id, DIGEST, delivery)
+    reason = f"in the daily digest {digest_id}" if delivery.status == SENT else delivery.reason
+    now = _now()
+    for member in members:
+        alert_id, number = (member.alert_id, member.notification_number) if isinstance(member, AlertMessage) else member
+        con.execute(
+            """UPDATE actions.deliveries SET status = ?, reason = ?, channel = coalesce(?, channel), message_ts = ?,
+                 updated_at = ? WHERE alert_id = ? AND notification_number = ? AND destination = 'digest'""",
+            [delivery.status, reason, delivery.channel, delivery.message_ts, now, alert_id, number],
+        )
+
+
+def settle_digests(con, slack: SlackResource) -> int:
+    """Digests an earlier run left `sending` or failed with "Slack may have posted it": looked up
+    in Slack; found, they and their members are `sent`; not found, they failed and their members
+    go in the next digest; when Slack cannot be asked, they stay unsure and their members wait.
+    Returns how many members wait."""
+    unsure = 0
+    rows = con.execute(
+        f"SELECT {', '.join(NOTICE_COLUMNS)}, members FROM actions.notices WHERE kind = 'digest' AND status <> 'sent'"
+    ).fetchall()
+    for values in rows:
+        row = dict(zip((*NOTICE_COLUMNS, "members"), values))
+        members = json.loads(row["members"] or "[]")
+        if row["status"] == FAILED and not (row["reason"] or "").endswith(AMBIGUOUS_SUFFIX):
+            continue
+        not_posted = Delivery(row["destination"], row["channel"], FAILED, reason="interrupted before it was posted; "
+                              "its alerts go in the next digest")
+        if not must_check_before_resend(row["destination"], row["status"], row["reason"]) or not slack.uses_slack:
+            _settle_digest(con, row["alert_id"], members, not_posted)
+            continue
+        try:
+            found = slack.find_post(row["channel"], row["attempt_started_at"], EVENT_TYPE_DIGEST, {"digest_id": row["alert_id"]})
+        except Exception as err:  # noqa: BLE001 - an unanswered check must not become a second post
+            reason = f"could not check whether it was posted ({slack._reason(err)}); {AMBIGUOUS_SUFFIX}"
+            _write_notice(con, row["alert_id"], DIGEST, dataclasses.replace(not_posted, reason=reason))
+            unsure += len(members)
+            continue
+        if found is None:
+            _settle_digest(con, row["alert_id"], members, not_posted)
+        else:
+            _settle_digest(con, row["alert_id"], members, Delivery("slack", found[0], SENT, message_ts=found[1]))
+    return unsure
+
+
+def _sorted_for_sending(alerts: pl.DataFrame) -> pl.DataFrame:
+    keys = [send_order(r["severity"], r["partition_date"], r["account_id"], r["rule_id"]) for r in alerts.iter_rows(named=True)]
+    order = sorted(range(alerts.height), key=keys.__getitem__)
+    return alerts[order]
 
 
 @dg.op(
@@ -189,35 +523,204 @@ def send_notifications(
     context: dg.OpExecutionContext, tasks_created: int, warehouse: WarehouseResource, cs_config: PipelineConfig, slack: SlackResource
 ) -> dg.Output[int]:
     today = settings.today()
-    sent = failed = skipped = 0
+    counts = SendCounts()
     with warehouse.connect() as con:
         ensure_actions_tables(con)
         alerts = live_alerts(con, today, cs_config.live_window_days)
+        alerts, muted = _without_muted(con, alerts, today)
         if alerts.height:
-            alerts = alerts.with_columns(pl.col("severity").replace_strict(SEVERITY_ORDER, default=9).alias("_order")).sort(
-                "_order", "account_id", "rule_id"
-            )
-            for msg in _messages(con, alerts, cs_config):
-                if _already_sent(con, msg.alert_id, msg.notification_number):
-                    skipped += 1
-                    continue
-                delivery = slack.deliver_alert(msg)
-                # Recorded right after each send, so a crash later in the run cannot cause a resend.
-                _record(con, msg, delivery)
-                if delivery.status == "sent":
-                    sent += 1
-                else:
-                    failed += 1
-                    context.log.warning(f"{msg.alert_id} #{msg.notification_number}: {delivery.reason}")
-    context.log.info(f"notifications: {sent} sent, {failed} failed, {skipped} already sent")
+            alone, digests, held = plan_sending(con, _messages(con, _sorted_for_sending(alerts), cs_config), slack)
+            counts = send_all(con, alone, slack, context.log)
+            counts.failed += held  # an unsure digest: the sensor's retry looks for it again
+            send_digests(con, digests, slack, today, counts, context.log)
+    context.log.info(
+        f"notifications: {counts.sent} sent, {counts.failed} failed, {counts.skipped} already sent, "
+        f"{counts.found_posted} found already posted, {muted} snoozed or acknowledged, {counts.alerts_per_second} alerts/s"
+    )
     if context.run.run_id and context.instance:
-        context.instance.add_run_tags(context.run.run_id, {FAILED_TAG: str(failed)})
-    return dg.Output(sent, metadata={"sent": sent, "failed": failed, "already_sent": skipped})
+        context.instance.add_run_tags(context.run.run_id, {FAILED_TAG: str(counts.failed)})
+    return dg.Output(
+        counts.sent,
+        metadata={
+            "sent": counts.sent, "failed": counts.failed, "already_sent": counts.skipped,
+            "found_already_posted": counts.found_posted, "in_digests": counts.in_digests, "rate_limited_answers": counts.rate_limited, "muted": muted,
+            "send_seconds": round(counts.seconds, 3), "alerts_per_second": counts.alerts_per_second,
+        },
+    )
+
+
+CLOSED_TASK_STATUS = "done"
+
+LATEST_SQL = """SELECT * FROM analytics.alert_events
+    QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY partition_date DESC) = 1"""
+
+# Sent alerts open on the latest evaluated live day: the ones that can later resolve.
+MARK_OPEN_SQL = """
+INSERT INTO actions.alert_state
+SELECT e.alert_id, 'open', e.partition_date, NULL, NULL FROM analytics.alert_events e
+WHERE e.partition_date = ? AND e.alert_id IN (SELECT alert_id FROM actions.deliveries WHERE status = 'sent')
+ON CONFLICT (alert_id) DO UPDATE SET last_open_day = excluded.last_open_day
+  WHERE actions.alert_state.state = 'open'
+"""
+
+RESOLVED_SQL = f"""
+SELECT l.* FROM ({LATEST_SQL}) l JOIN actions.alert_state s ON s.alert_id = l.alert_id AND s.state = 'open'
+"""
+
+
+def latest_evaluated_live_day(con, today: dt.date, live_window_days: int) -> dt.date | None:
+    if not table_exists(con, "analytics", "alert_evaluated_days"):
+        return None
+    return con.execute(
+        "SELECT max(partition_date) FROM analytics.alert_evaluated_days WHERE partition_date >= ?",
+        [today - dt.timedelta(days=live_window_days)],
+    ).fetchone()[0]
+
+
+def close_resolved_alerts(con, day: dt.date, cs_config: PipelineConfig) -> list[ResolvedMessage]:
+    """Close each alert seen open and sent on an earlier run's latest evaluated live day that is
+    not open on `day`, the latest one now, and set its task to CLOSED_TASK_STATUS; the messages of
+    the alerts closed now. An alert already over when it was sent (a one-day NPS detractor) was
+    never seen open, so it is not closed: its task stays for the CSM."""
+    if not table_exists(con, "analytics", "alert_events"):
+        return []
+    con.execute(MARK_OPEN_SQL, [day])
+    candidates = query(con, RESOLVED_SQL)
+    rules = cs_config.rules()
+    closed = []
+    for alert in candidates.iter_rows(named=True):
+        if not is_resolved(alert["partition_date"], day):
+            continue
+        rule = rules.by_id.get(alert["rule_id"])
+        con.execute(
+            "UPDATE actions.alert_state SET state = 'closed', last_open_day = ?, closed_on = ?, closed_at = ? "
+            "WHERE alert_id = ? AND state = 'open'",
+            [alert["partition_date"], day, _now(), alert["alert_id"]],
+        )
+        con.execute(
+            "UPDATE actions.tasks SET status = ? WHERE alert_id = ? AND status = 'open'",
+            [CLOSED_TASK_STATUS, alert["alert_id"]],
+        )
+        closed.append(_resolved_message(alert, rule.description if rule else alert["rule_id"], day))
+    return closed
+
+
+def _resolved_message(alert: dict, rule_description: str, day: dt.date) -> ResolvedMessage:
+    return ResolvedMessage(
+        alert_id=alert["alert_id"], rule_id=alert["rule_id"], rule_description=rule_description,
+        account_id=alert["account_id"], account_name=alert["account_name"] or alert["account_id"],
+        segment=alert["segment"] or "", owner_email=alert["owner_email"], episode_start=alert["episode_start"],
+        last_open_day=alert["partition_date"], closed_on=day, task_status=CLOSED_TASK_STATUS,
+    )
+
+
+def _pending_notices(con, cs_config: PipelineConfig) -> list[tuple[ResolvedMessage, dict | None]]:
+    """Closed alerts whose "resolved" notice is not sent yet, with the notice's row if any."""
+    rows = query(
+        con,
+        """SELECT e.*, s.closed_on FROM actions.alert_state s
+           JOIN analytics.alert_events e ON e.alert_id = s.alert_id AND e.partition_date = s.last_open_day
+           WHERE s.state = 'closed' AND s.alert_id NOT IN
+             (SELECT alert_id FROM actions.notices WHERE kind = 'closed' AND status = 'sent')""",
+    )
+    notices = {r[0]: dict(zip(NOTICE_COLUMNS, r)) for r in con.execute(
+        f"SELECT {', '.join(NOTICE_COLUMNS)} FROM actions.notices WHERE kind = 'closed'").fetchall()}
+    rules = cs_config.rules()
+    pending = []
+    for alert in rows.iter_rows(named=True):
+        rule = rules.by_id.get(alert["rule_id"])
+        msg = _resolved_message(alert, rule.description if rule else alert["rule_id"], alert["closed_on"])
+        pending.append((msg, notices.get(alert["alert_id"])))
+    return pending
+
+
+NOTICE_COLUMNS = ("alert_id", "kind", "destination", "channel", "status", "reason", "attempts", "message_ts", "attempt_started_at")
+
+
+def _write_notice(con, key: str, kind: str, delivery: Delivery, members: list | None = None) -> None:
+    """Upsert a notice (a "resolved" message or a digest); `sending` starts an attempt."""
+    now = _now()
+    con.execute(
+        """INSERT INTO actions.notices (alert_id, kind, destination, channel, status, reason, attempts, message_ts,
+             attempt_started_at, updated_at, members) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+           ON CONFLICT (alert_id, kind) DO UPDATE SET destination = excluded.destination,
+             channel = coalesce(excluded.channel, actions.notices.channel), status = excluded.status, reason = excluded.reason,
+             attempts = actions.notices.attempts + CASE WHEN excluded.status = 'sending' OR actions.notices.status <> 'sending'
+                                                      THEN 1 ELSE 0 END,
+             message_ts = excluded.message_ts, updated_at = excluded.updated_at,
+             members = coalesce(excluded.members, actions.notices.members),
+             attempt_started_at = CASE WHEN excluded.status = 'sending' THEN excluded.attempt_started_at
+                                       ELSE coalesce(actions.notices.attempt_started_at, excluded.attempt_started_at) END""",
+        [key, kind, delivery.destination, delivery.channel, delivery.status, delivery.reason, delivery.message_ts,
+         now, now, json.dumps(members) if members is not None else None],
+    )
+
+
+def _record_notice(con, alert_id: str, delivery: Delivery, sending: bool = False) -> None:
+    _write_notice(con, alert_id, "closed", dataclasses.replace(delivery, status=SENDING) if sending else delivery)
+
+
+def send_resolved_notice(con, msg: ResolvedMessage, row: dict | None, slack: SlackResource) -> Delivery | None:
+    """Tell the owner once that `msg`'s alert resolved: the same outbox-before-send and check in
+    Slack as alerts. None when an earlier attempt turned out to have posted it."""
+    if row and slack.uses_slack and must_check_before_resend(row["destination"], row["status"], row["reason"]):
+        try:
+            found = slack.find_post(row["channel"], row["attempt_started_at"], EVENT_TYPE_RESOLVED,
+                                    {"alert_id": msg.alert_id, "notice": "closed"})
+        except Exception as err:  # noqa: BLE001 - an unanswered check must not become a second post
+            reason = f"could not check whether it was posted ({slack._reason(err)}); {AMBIGUOUS_SUFFIX}"
+            failed = Delivery(destination="slack", channel=row["channel"], status="failed", reason=reason)
+            _record_notice(con, msg.alert_id, failed)
+            return failed
+        if found is not None:
+            _record_notice(con, msg.alert_id, Delivery("slack", found[0], SENT, message_ts=found[1]))
+            return None
+    destination = "slack" if slack.uses_slack else "outbox"
+    where = slack.address_alert(msg) if slack.uses_slack else None
+    if isinstance(where, Delivery):
+        _record_notice(con, msg.alert_id, where)
+        return where
+    channel = where.channel if where else slack._addressee(msg)
+    _record_notice(con, msg.alert_id, Delivery(destination, channel, SENDING), sending=True)
+    delivery = slack.deliver_resolved(msg)
+    _record_notice(con, msg.alert_id, delivery)
+    return delivery
+
+
+@dg.op(
+    ins={"notifications_sent": dg.In(int)},
+    pool=POOL,
+    description="Close each sent alert no longer open on the latest evaluated live day: task done, owner told once.",
+)
+def close_resolved(
+    context: dg.OpExecutionContext, notifications_sent: int, warehouse: WarehouseResource, cs_config: PipelineConfig,
+    slack: SlackResource,
+) -> dg.Output[int]:
+    today = settings.today()
+    told = failed = 0
+    with warehouse.connect() as con:
+        ensure_actions_tables(con)
+        day = latest_evaluated_live_day(con, today, cs_config.live_window_days)
+        closed = close_resolved_alerts(con, day, cs_config) if day else []
+        for msg, row in _pending_notices(con, cs_config) if table_exists(con, "analytics", "alert_events") else []:
+            delivery = send_resolved_notice(con, msg, row, slack)
+            if delivery is not None and delivery.status != SENT:
+                failed += 1
+                context.log.warning(f"{msg.alert_id} resolved notice: {delivery.reason}")
+            else:
+                told += 1
+    context.log.info(f"closed {len(closed)} resolved alerts; {told} owners told, {failed} notices failed")
+    if failed and context.run.run_id and context.instance:
+        run = context.instance.get_run_by_id(context.run.run_id)
+        before = int((run.tags if run else {}).get(FAILED_TAG, "0") or 0)
+        context.instance.add_run_tags(context.run.run_id, {FAILED_TAG: str(before + failed)})
+    return dg.Output(len(closed), metadata={"closed": len(closed), "owners_told": told, "notices_failed": failed})
 
 
 @dg.job(
-    description="Create the task and send the Slack message of every live alert; safe to re-run at any time.",
+    description="Create the task and send the Slack message of every live alert, and close the resolved ones; "
+    "safe to re-run at any time.",
     tags={"cs_pipeline/kind": "dispatch"},
 )
 def dispatch_alerts():
-    send_notifications(create_tasks())
+    close_resolved(send_notifications(create_tasks()))

@@ -15,6 +15,7 @@ The bot token never leaves this module: it is not in `repr`, reasons, logs or ex
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import http.client
 import json
 import os
@@ -32,7 +33,14 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from cs_pipeline.messages import AlertMessage, render_alert, render_run_failure
+from cs_pipeline.messages import (
+    AlertMessage,
+    ResolvedMessage,
+    render_alert,
+    render_digest,
+    render_resolved,
+    render_run_failure,
+)
 
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 OWNER_NOT_FOUND = {"users_not_found", "user_not_found"}
@@ -40,6 +48,10 @@ OWNER_NOT_FOUND = {"users_not_found", "user_not_found"}
 MAX_RETRY_AFTER_SECONDS = 30
 EVENT_TYPE_ALERT = "cs_pipeline_alert"
 EVENT_TYPE_RUN_FAILURE = "cs_pipeline_run_failure"
+EVENT_TYPE_RESOLVED = "cs_pipeline_alert_resolved"
+EVENT_TYPE_DIGEST = "cs_pipeline_digest"
+# conversations.history looks this far before the recorded attempt time, for clock skew.
+HISTORY_MARGIN_SECONDS = 300
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +69,16 @@ class Delivery:
     reason: str | None = None
     message_ts: str | None = None
     path: str | None = None
+    retry_after: float | None = None  # a 429's Retry-After, in seconds: nothing was posted
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """Where an alert goes in Slack: a user id (a DM) or a channel, and why, when not the owner."""
+
+    channel: str
+    note: str | None = None
+    missing: str | None = None
 
 
 class SlackResource(dg.ConfigurableResource):
@@ -82,8 +104,19 @@ class SlackResource(dg.ConfigurableResource):
     server_error_retries: int = Field(default=2, description="Retries of an HTTP 500/503 answer.")
     timeout_seconds: int = Field(default=10, description="Timeout of one HTTP request to Slack.")
 
-    _post_client: WebClient | None = PrivateAttr(default=None)
-    _lookup_client: WebClient | None = PrivateAttr(default=None)
+    min_seconds_between_posts_per_channel: float = Field(
+        default=1.0, description="Spacing of the dispatch job's posts to one channel (Slack allows about 1 message/s)."
+    )
+
+    # Off by default: each live alert gets its own message (CONTRACT.md §4) until a team opts in.
+    digest_info_alerts: bool = Field(
+        default=False, description="Send a CSM's new info alerts in one daily digest instead of one message each."
+    )
+    max_alerts_per_csm_per_day: int | None = Field(
+        default=None, description="Alert messages one CSM gets a day; further new alerts go to the digest (None: no cap)."
+    )
+
+    _clients: dict[str, WebClient] = PrivateAttr(default_factory=dict)
     _owner_ids: dict[str, str | None] = PrivateAttr(default_factory=dict)
 
     # ------------------------------------------------------------------ public API
@@ -94,29 +127,113 @@ class SlackResource(dg.ConfigurableResource):
 
     def deliver_alert(self, msg: AlertMessage) -> Delivery:
         """Post `msg` to its owner, or to its segment's channel when the owner is not in Slack."""
-        metadata = {"alert_id": msg.alert_id, "notification_number": msg.notification_number}
         if not self.uses_slack:
-            text, blocks = render_alert(msg)
-            return self._write_outbox(
-                f"{msg.alert_id}-{msg.notification_number}",
-                {"channel": self._addressee(msg), "text": text, "blocks": blocks} | metadata,
-            )
+            return self.write_alert_to_outbox(msg)
+        address = self.address_alert(msg)
+        if isinstance(address, Delivery):
+            return address
+        return self.post_alert(msg, address, wait_out_rate_limits=True)
 
+    def write_alert_to_outbox(self, msg: AlertMessage) -> Delivery:
+        """Write `msg` to the outbox; the same (alert, notification) replaces its file."""
+        text, blocks = render_alert(msg)
+        return self._write_outbox(
+            f"{msg.alert_id}-{msg.notification_number}",
+            {"channel": self._addressee(msg), "text": text, "blocks": blocks} | _alert_metadata(msg),
+        )
+
+    def deliver_resolved(self, msg: ResolvedMessage, wait_out_rate_limits: bool = True) -> Delivery:
+        """Tell the owner (or the segment's channel) once that an alert resolved itself."""
+        payload = {"alert_id": msg.alert_id, "notice": "closed"}
+        if not self.uses_slack:
+            text, blocks = render_resolved(msg)
+            return self._write_outbox(
+                f"{msg.alert_id}-closed", {"channel": self._addressee(msg), "text": text, "blocks": blocks} | payload
+            )
+        address = self.address_alert(msg)
+        if isinstance(address, Delivery):
+            return address
+        text, blocks = render_resolved(msg, note=address.note)
+        return self._post(address.channel, text, blocks, EVENT_TYPE_RESOLVED, payload, wait_out_rate_limits)
+
+    def deliver_digest(self, digest_id: str, alerts: list[AlertMessage]) -> Delivery:
+        """One message to the owner of `alerts` (all of one addressee) listing them all."""
+        payload = {"digest_id": digest_id, "alert_ids": [a.alert_id for a in alerts]}
+        if not self.uses_slack:
+            text, blocks = render_digest(digest_id, alerts)
+            return self._write_outbox(digest_id, {"channel": self._addressee(alerts[0]), "text": text, "blocks": blocks} | payload)
+        address = self.address_alert(alerts[0])
+        if isinstance(address, Delivery):
+            return address
+        text, blocks = render_digest(digest_id, alerts, note=address.note)
+        return self._post(address.channel, text, blocks, EVENT_TYPE_DIGEST, payload)
+
+    def addressee(self, msg: AlertMessage | ResolvedMessage) -> str:
+        """Who an alert is for before any lookup: the owner's email, else the segment's channel."""
+        return self._addressee(msg)
+
+    def address_alert(self, msg: AlertMessage | ResolvedMessage) -> Address | Delivery:
+        """Where `msg` goes in Slack (the owner's user id, else the segment's channel), or a failed Delivery."""
         try:
             user_id, missing = self._owner_user_id(msg.owner_email)
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
             return self._failed(self._addressee(msg), f"owner lookup: {self._reason(err)}")
-
         if user_id is not None:
-            channel, note = user_id, None
-        else:
-            channel = self.channel_for_segment(msg.segment)
-            note = f"{missing}, so this alert went to {channel}. Please pick it up."
-        text, blocks = render_alert(msg, note=note)
-        delivery = self._post(channel, text, blocks, EVENT_TYPE_ALERT, metadata)
-        if delivery.status == "sent" and note:
-            return dataclasses.replace(delivery, reason=f"{missing}; posted to {channel}")
+            return Address(channel=user_id)
+        channel = self.channel_for_segment(msg.segment)
+        return Address(channel=channel, note=f"{missing}, so this alert went to {channel}. Please pick it up.", missing=missing)
+
+    def post_alert(self, msg: AlertMessage, address: Address, wait_out_rate_limits: bool = False) -> Delivery:
+        """Post `msg` to `address`. Without `wait_out_rate_limits`, a 429 comes back at once as a
+        failed Delivery with `retry_after`, so the caller can back off that channel only."""
+        text, blocks = render_alert(msg, note=address.note)
+        delivery = self._post(
+            address.channel, text, blocks, EVENT_TYPE_ALERT, _alert_metadata(msg), wait_out_rate_limits
+        )
+        if delivery.status == "sent" and address.note:
+            return dataclasses.replace(delivery, reason=f"{address.missing}; posted to {address.channel}")
         return delivery
+
+    def find_alert_post(self, channel: str, alert_id: str, notification_number: int, since: dt.datetime) -> tuple[str, str] | None:
+        """(channel id, ts) of the message posted for this (alert, notification); see `find_post`."""
+        payload = {"alert_id": alert_id, "notification_number": notification_number}
+        return self.find_post(channel, since, EVENT_TYPE_ALERT, payload)
+
+    def find_post(self, channel: str, since: dt.datetime, event_type: str, payload: dict) -> tuple[str, str] | None:
+        """(channel id, ts) of a message this app posted to `channel` since `since` (UTC) whose
+        metadata has `event_type` and `payload`; None when there is none. Raises when Slack
+        cannot be asked, so the caller never re-sends on a guess."""
+        client = self._client(for_posting=False)
+        channel_id = channel
+        if channel[:1] in ("U", "W"):  # a DM was addressed by user id: history needs the DM's id
+            channel_id = client.conversations_open(users=channel)["channel"]["id"]
+        elif channel.startswith("#"):
+            channel_id = self._channel_id_by_name(client, channel.lstrip("#"))
+            if channel_id is None:
+                return None
+        oldest = since.replace(tzinfo=dt.UTC).timestamp() - HISTORY_MARGIN_SECONDS
+        cursor = None
+        while True:
+            page = client.conversations_history(
+                channel=channel_id, oldest=f"{oldest:.6f}", include_all_metadata=True, limit=200, cursor=cursor
+            )
+            for message in page.get("messages") or []:
+                if _has_metadata(message, event_type, payload):
+                    return channel_id, str(message.get("ts"))
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+
+    def _channel_id_by_name(self, client: WebClient, name: str) -> str | None:
+        cursor = None
+        while True:
+            page = client.conversations_list(types="public_channel,private_channel", limit=1000, cursor=cursor)
+            for channel in page.get("channels") or []:
+                if channel.get("name") == name:
+                    return channel.get("id")
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
 
     def deliver_run_failure(
         self, job_name: str, run_id: str, partition: str | None, error: str, run_url: str | None
@@ -144,9 +261,12 @@ class SlackResource(dg.ConfigurableResource):
         token = (self.bot_token or "").strip()
         return token or None
 
-    def _post(self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict) -> Delivery:
+    def _post(
+        self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict, wait_out_rate_limits: bool = True
+    ) -> Delivery:
+        client = self._client(for_posting=True) if wait_out_rate_limits else self._client(for_posting=True, rate_limits=False)
         try:
-            response = self._client(for_posting=True).chat_postMessage(
+            response = client.chat_postMessage(
                 channel=channel,
                 text=text,
                 blocks=blocks,
@@ -155,7 +275,7 @@ class SlackResource(dg.ConfigurableResource):
                 unfurl_media=False,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
-            return self._failed(channel, self._reason(err, posting=True))
+            return dataclasses.replace(self._failed(channel, self._reason(err, posting=True)), retry_after=_retry_after(err))
         return Delivery(
             destination="slack",
             channel=str(response.get("channel") or channel),
@@ -191,13 +311,15 @@ class SlackResource(dg.ConfigurableResource):
             return None, f"The owner {email} was not found in Slack"
         return self._owner_ids[key], None
 
-    def _client(self, for_posting: bool) -> WebClient:
-        client = self._post_client if for_posting else self._lookup_client
+    def _client(self, for_posting: bool, rate_limits: bool = True) -> WebClient:
+        """One client per use: lookups retry dropped connections, posts never do; the dispatch
+        job's posts leave 429s to the caller (`rate_limits=False`)."""
+        key = ("post" if for_posting else "lookup") + ("" if rate_limits else "-no-429")
+        client = self._clients.get(key)
         if client is None:
-            handlers: list[RetryHandler] = [
-                _RateLimitRetry(max_retry_count=self.rate_limit_retries),
-                ServerErrorRetryHandler(max_retry_count=self.server_error_retries),
-            ]
+            handlers: list[RetryHandler] = [ServerErrorRetryHandler(max_retry_count=self.server_error_retries)]
+            if rate_limits:
+                handlers.insert(0, _RateLimitRetry(max_retry_count=self.rate_limit_retries))
             if not for_posting:
                 handlers.append(ConnectionErrorRetryHandler(max_retry_count=2))
             client = WebClient(
@@ -206,10 +328,7 @@ class SlackResource(dg.ConfigurableResource):
                 timeout=self.timeout_seconds,
                 retry_handlers=handlers,
             )
-            if for_posting:
-                self._post_client = client
-            else:
-                self._lookup_client = client
+            self._clients[key] = client
         return client
 
     def _failed(self, channel: str, reason: str) -> Delivery:
@@ -295,6 +414,26 @@ class _RateLimitRetry(RateLimitErrorRetryHandler):
             return retry_after is None or int(retry_after) <= MAX_RETRY_AFTER_SECONDS
         except (TypeError, ValueError):
             return False
+
+
+def _alert_metadata(msg: AlertMessage) -> dict:
+    return {"alert_id": msg.alert_id, "notification_number": msg.notification_number}
+
+
+def _has_metadata(message: dict, event_type: str, payload: dict) -> bool:
+    metadata = message.get("metadata") or {}
+    found = metadata.get("event_payload") or {}
+    return metadata.get("event_type") == event_type and all(str(found.get(k)) == str(v) for k, v in payload.items())
+
+
+def _retry_after(err: Exception) -> float | None:
+    """Seconds to wait before posting to the channel again, when Slack answered 429."""
+    if not isinstance(err, SlackApiError) or err.response.status_code != 429:
+        return None
+    try:
+        return max(float(_header(err.response.headers, "Retry-After") or 1), 0.0)
+    except ValueError:
+        return 1.0
 
 
 def _header(headers, name: str) -> str | None:

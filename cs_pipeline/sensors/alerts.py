@@ -23,7 +23,7 @@ def _last_dispatch_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs dispatch_alerts after each materialization of `alerts` with live alerts, "
-    "and again after a dispatch run that left failed deliveries.",
+    "and again after a dispatch run that left failed deliveries or failed.",
 )
 def alert_dispatch_sensor(context: dg.SensorEvaluationContext):
     after = int(context.cursor) if context.cursor else None
@@ -40,10 +40,21 @@ def alert_dispatch_sensor(context: dg.SensorEvaluationContext):
             yield dg.RunRequest(run_key=f"alerts-{live[-1].storage_id}", tags={"cs_pipeline/trigger": "alerts"})
             return
     last = _last_dispatch_run(context.instance)
-    if last and last.is_finished and int(last.tags.get(FAILED_TAG, "0") or 0) > 0:
+    if last and _needs_retry(last):
+        # One retry per finished run: while Slack stays down, each failed retry asks for the next.
         yield dg.RunRequest(run_key=f"retry-{last.run_id}", tags={"cs_pipeline/trigger": "retry"})
         return
     yield dg.SkipReason("no new live alerts and no failed deliveries to retry")
+
+
+def _needs_retry(run: dg.DagsterRun) -> bool:
+    """A finished dispatch run that left failed deliveries, or that failed itself (it may have
+    left a delivery `sending`, which the next run checks in Slack before posting again)."""
+    if not run.is_finished:
+        return False
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        return True
+    return int(run.tags.get(FAILED_TAG, "0") or 0) > 0
 
 
 def _live_alerts(record: dg.EventLogRecord) -> int:

@@ -5,7 +5,8 @@
         ...
         assert server.messages[0]["channel_id"].startswith("D")
 
-It answers `auth.test`, `users.lookupByEmail` and `chat.postMessage` with the shapes of the real
+It answers `auth.test`, `users.lookupByEmail`, `chat.postMessage`, `conversations.open`,
+`conversations.list` and `conversations.history` (with `oldest` and `include_all_metadata`) with the shapes of the real
 API (https://docs.slack.dev/reference/methods), checks the Block Kit limits Slack enforces
 (`invalid_blocks`), and records every accepted message. `fail_next` injects the faults a real
 connection sees: rate limits, server errors, and connections dropped before or after Slack
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -46,6 +48,7 @@ class SlackServer:
         channels: dict[str, str] | None = None,
         latency_seconds: float = 0.0,
         hold_seconds: float = 2.0,
+        per_channel_limit_per_second: float | None = None,
     ):
         """
         users: email -> user id, the people `users.lookupByEmail` finds.
@@ -54,6 +57,9 @@ class SlackServer:
             `channel_not_found`. When None, every channel name exists.
         latency_seconds: added to every answer, to measure a client under realistic latency.
         hold_seconds: how long a `timeout` fault keeps the connection open without answering.
+        per_channel_limit_per_second: when set, a chat.postMessage to a channel sooner than
+            1/limit s after the last one accepted there is refused with HTTP 429 and `Retry-After`,
+            as Slack limits posting to about 1 message per second per channel.
         """
         self.users = {email.lower(): user_id for email, user_id in (users or {}).items()}
         self.token = token
@@ -62,6 +68,9 @@ class SlackServer:
         self.hold_seconds = min(hold_seconds, MAX_HOLD_SECONDS)
         self.messages: list[dict] = []
         self.requests: list[dict] = []  # every API call: method, outcome (HTTP status or fault kind)
+        self.per_channel_limit_per_second = per_channel_limit_per_second
+        self.rate_limited_posts = 0  # posts refused by the per-channel limit
+        self._last_post: dict[str, float] = {}
         self.revoked_error: str | None = None  # set to e.g. "account_inactive" to refuse every token
         self._lock = threading.Lock()
         self._faults: dict[str, deque[str]] = defaultdict(deque)
@@ -227,6 +236,50 @@ class SlackServer:
             shown["metadata"] = metadata
         return {"ok": True, "channel": channel_id, "ts": ts, "message": shown}
 
+    def channel_wait(self, params: dict) -> float:
+        """Seconds until the channel of this chat.postMessage may be posted to again (0: now)."""
+        if not self.per_channel_limit_per_second:
+            return 0.0
+        channel_id = self._channel_id(str(params.get("channel") or ""))
+        if channel_id is None:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            wait = self._last_post.get(channel_id, -1e9) + 1.0 / self.per_channel_limit_per_second - now
+            if wait > 0:
+                self.rate_limited_posts += 1
+                return wait
+            self._last_post[channel_id] = now
+            return 0.0
+
+    def conversations_open(self, params: dict) -> dict:
+        users = str(params.get("users") or "")
+        channel_id = self._channel_id(users) if users[:1] in ("U", "W") else None
+        if channel_id is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "channel": {"id": channel_id}}
+
+    def conversations_list(self, params: dict) -> dict:
+        with self._lock:
+            names = {m["channel"].lstrip("#"): m["channel_id"] for m in self.messages if m["channel"].startswith("#")}
+        names.update(self.channels or {})
+        return {"ok": True, "channels": [{"id": i, "name": n} for n, i in names.items()], "response_metadata": {"next_cursor": ""}}
+
+    def conversations_history(self, params: dict) -> dict:
+        """Messages of a channel newest first, after `oldest`; metadata only with include_all_metadata."""
+        channel_id = str(params.get("channel") or "")
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata") or "").lower() in ("1", "true")
+        with self._lock:
+            found = [m for m in self.messages if m["channel_id"] == channel_id and float(m["ts"]) > oldest]
+        shown = []
+        for m in reversed(found):
+            item = {"type": "message", "user": BOT_USER_ID, "bot_id": "B0000BOT", "text": m["text"] or "", "ts": m["ts"]}
+            if with_metadata and m["metadata"]:
+                item["metadata"] = m["metadata"]
+            shown.append(item)
+        return {"ok": True, "messages": shown, "has_more": False, "response_metadata": {"next_cursor": ""}}
+
     def _channel_id(self, requested: str) -> str | None:
         if not requested:
             return None
@@ -248,6 +301,9 @@ ROUTES = {
     "auth.test": SlackServer.auth_test,
     "users.lookupByEmail": SlackServer.users_lookup_by_email,
     "chat.postMessage": SlackServer.chat_post_message,
+    "conversations.open": SlackServer.conversations_open,
+    "conversations.list": SlackServer.conversations_list,
+    "conversations.history": SlackServer.conversations_history,
 }
 
 
@@ -287,6 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.slack._log(method, fault)
         if fault == "rate_limited":
             return self._reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"})
+        if fault is None and method == "chat.postMessage":
+            wait = self.slack.channel_wait(params)
+            if wait > 0:
+                self.slack._log(method, 429)
+                return self._reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(max(1, math.ceil(wait)))})
         if fault == "server_error":
             return self._reply(500, {"ok": False, "error": "internal_error"})
         if fault == "drop_before_accept":

@@ -1,0 +1,127 @@
+"""Delivery decisions of the dispatch job, as pure functions: no Dagster, no Slack, no warehouse.
+
+- the order alerts are sent in (severity, then partition date);
+- whether a delivery left by an earlier run must be checked against Slack before re-sending
+  (its attempt started but the outcome is unknown);
+- a per-channel pacer: Slack allows about one message per second per channel, so posts to one
+  channel are spaced while other channels go ahead, and a 429 backs off only its channel;
+- whether a snoozed or acknowledged alert may notify.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+AMBIGUOUS_SUFFIX = "Slack may have posted it"
+SENDING, SENT, FAILED = "sending", "sent", "failed"
+
+T = TypeVar("T")
+
+
+def send_order(severity: str, partition_date: dt.date, account_id: str = "", rule_id: str = "") -> tuple:
+    """Sort key: critical before warning before info, then the older day first."""
+    return (SEVERITY_ORDER.get(severity, len(SEVERITY_ORDER)), partition_date, account_id, rule_id)
+
+
+def idempotency_key(alert_id: str, notification_number: int) -> str:
+    return f"{alert_id}#{notification_number}"
+
+
+def must_check_before_resend(destination: str | None, status: str | None, reason: str | None) -> bool:
+    """True when an earlier attempt may have reached Slack: it was left `sending` (the run
+    stopped between posting and recording) or failed with an ambiguous reason."""
+    if destination != "slack":
+        return False  # the outbox is rewritten in place: a second write is the same file
+    return status == SENDING or (status == FAILED and (reason or "").endswith(AMBIGUOUS_SUFFIX))
+
+
+def is_resolved(last_open_day: dt.date, latest_evaluated_live_day: dt.date) -> bool:
+    """A sent alert is resolved when the latest evaluated live day is past its last open day."""
+    return last_open_day < latest_evaluated_live_day
+
+
+def split_for_digest(
+    items: list[tuple[str, str]], sent_today: dict[str, int], cap: int | None, digest_info: bool = True
+) -> tuple[list[int], list[int]]:
+    """Which of `items` (addressee, severity), in send order, go alone and which to the digest.
+
+    Info alerts go to the digest; any other goes alone while its addressee has had fewer than
+    `cap` alert messages today (`sent_today` plus those going alone now), then to the digest
+    (no cap when `cap` is None).
+    Returns the indexes (alone, digest).
+    """
+    alone, digest = [], []
+    counted = dict(sent_today)
+    for i, (addressee, severity) in enumerate(items):
+        if (digest_info and severity == "info") or (cap is not None and counted.get(addressee, 0) >= cap):
+            digest.append(i)
+        else:
+            counted[addressee] = counted.get(addressee, 0) + 1
+            alone.append(i)
+    return alone, digest
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """A row of actions.alert_actions that matters for notifying."""
+
+    action: str  # snooze | ack
+    until: dt.date | None = None
+    at: dt.datetime | None = None
+
+
+def muted_by(actions: list[Action], today: dt.date, episode_start: dt.date) -> str | None:
+    """`acknowledged` or `snoozed` when the latest applicable action holds the alert back, else None.
+
+    An acknowledgement lasts for the rest of the episode (an alert id is one episode); a snooze
+    lasts until its date, exclusive.
+    """
+    del episode_start  # one alert id is one episode, so every action on it belongs to it
+    if any(a.action == "ack" for a in actions):
+        return "acknowledged"
+    if any(a.action == "snooze" and a.until is not None and today < a.until for a in actions):
+        return "snoozed"
+    return None
+
+
+class ChannelPacer(Generic[T]):
+    """Hands out queued items so that one channel gets at most one post per `gap` seconds.
+
+    Items keep their order within a channel; across channels, the one that may post soonest goes
+    first, and among those ready, the one queued first.
+    """
+
+    def __init__(self, gap: float):
+        self.gap = max(gap, 0.0)
+        self._queues: dict[Hashable, deque[tuple[int, T]]] = {}
+        self._ready_at: dict[Hashable, float] = {}
+        self._count = 0
+
+    def add(self, channel: Hashable, item: T) -> None:
+        self._queues.setdefault(channel, deque()).append((self._count, item))
+        self._count += 1
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def next(self, now: float) -> tuple[Hashable, T, float] | None:
+        """(channel, item, seconds to wait before posting it), or None when nothing is left."""
+        waiting = [(max(self._ready_at.get(c, now), now), q[0][0], c) for c, q in self._queues.items() if q]
+        if not waiting:
+            return None
+        ready_at, _, channel = min(waiting)
+        _, item = self._queues[channel].popleft()
+        return channel, item, ready_at - now
+
+    def posted(self, channel: Hashable, now: float) -> None:
+        self._ready_at[channel] = now + self.gap
+
+    def back_off(self, channel: Hashable, item: T, seconds: float, now: float) -> None:
+        """Slack answered 429 for `item`: put it back first in its channel and wait `seconds`."""
+        self._queues.setdefault(channel, deque()).appendleft((-1, item))
+        self._ready_at[channel] = now + max(seconds, self.gap)

@@ -1,0 +1,393 @@
+"""The dispatch job's sending: outbox row before the post, no duplicate across crashes, pacing."""
+
+import datetime as dt
+import socket
+import time
+
+import duckdb
+import pytest
+
+from cs_pipeline import cli
+from cs_pipeline.jobs import dispatch
+from cs_pipeline.jobs.dispatch import ensure_actions_tables, send_all
+from cs_pipeline.resources.slack import SlackResource
+from tests.support import make_alert_message
+from tests.support.slack_server import SlackServer
+
+TOKEN = "xoxb-dispatch-test"
+OWNERS = {"alice@example.com": "U001", "bob@example.com": "U002", "carol@example.com": "U003"}
+
+
+@pytest.fixture
+def server():
+    with SlackServer(users=OWNERS, token=TOKEN) as s:
+        yield s
+
+
+@pytest.fixture
+def con():
+    with duckdb.connect(":memory:") as c:
+        ensure_actions_tables(c)
+        yield c
+
+
+def slack_for(server: SlackServer, gap: float = 0.0, digest: bool = False) -> SlackResource:
+    return SlackResource(
+        bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=gap, digest_info_alerts=digest
+    )
+
+
+def alert_posts(server: SlackServer) -> list[str]:
+    """The alert ids of the alert messages and digests posted (not the "resolved" notices)."""
+    ids = []
+    for m in server.messages:
+        payload = m["metadata"]["event_payload"]
+        if m["metadata"]["event_type"] == "cs_pipeline_alert":
+            ids.append(payload["alert_id"])
+        elif m["metadata"]["event_type"] == "cs_pipeline_digest":
+            ids.extend(payload["alert_ids"])
+    return ids
+
+
+def rows(con) -> dict[str, tuple]:
+    found = con.execute("SELECT alert_id, status, reason, message_ts, attempts, idempotency_key FROM actions.deliveries")
+    return {r[0]: r[1:] for r in found.fetchall()}
+
+
+def test_a_sent_message_is_recorded_with_its_idempotency_key(server, con):
+    counts = send_all(con, [make_alert_message(alert_id="a1")], slack_for(server))
+    assert counts.sent == 1 and len(server.messages) == 1
+    status, _, ts, attempts, key = rows(con)["a1"]
+    assert (status, ts, attempts, key) == ("sent", server.messages[0]["ts"], 1, "a1#1")
+
+
+def test_dropped_after_accept_is_found_in_slack_and_not_posted_again(server, con):
+    slack = slack_for(server)
+    server.fail_next("chat.postMessage", 1, "drop_after_accept")
+    first = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert first.failed == 1 and rows(con)["a1"][0] == "failed"
+    assert rows(con)["a1"][1].endswith("Slack may have posted it")
+
+    second = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert second.found_posted == 1 and second.sent == 0
+    assert len(server.messages) == 1 and server.calls("chat.postMessage") == 1
+    assert server.calls("conversations.history") == 1
+    status, _, ts, _, _ = rows(con)["a1"]
+    assert status == "sent" and ts == server.messages[0]["ts"]
+    send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert server.calls("conversations.history") == 1 and len(server.messages) == 1
+
+
+def test_dropped_before_accept_is_checked_then_sent_once(server, con):
+    slack = slack_for(server)
+    server.fail_next("chat.postMessage", 1, "drop_before_accept")
+    send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert server.messages == []
+    again = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert again.sent == 1 and len(server.messages) == 1 and rows(con)["a1"][0] == "sent"
+
+
+def test_a_crash_between_posting_and_recording_yields_one_message(server, con, monkeypatch):
+    slack = slack_for(server)
+    real_record = dispatch._record
+    crashed = []
+
+    def crash_once(c, msg, delivery):
+        if delivery.status == "sent" and not crashed:
+            crashed.append(msg.alert_id)
+            raise RuntimeError("worker killed")
+        real_record(c, msg, delivery)
+
+    monkeypatch.setattr(dispatch, "_record", crash_once)
+    with pytest.raises(RuntimeError):
+        send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert rows(con)["a1"][0] == "sending" and len(server.messages) == 1
+
+    again = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert again.found_posted == 1 and again.sent == 0
+    assert len(server.messages) == 1 and rows(con)["a1"][0] == "sent"
+
+
+def test_a_failed_check_keeps_the_delivery_ambiguous_and_posts_nothing(server, con):
+    slack = slack_for(server)
+    server.fail_next("chat.postMessage", 1, "drop_after_accept")
+    send_all(con, [make_alert_message(alert_id="a1")], slack)
+    server.fail_next("conversations.history", 3, "server_error")  # 1 + 2 retries
+    counts = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert (counts.sent, counts.failed, counts.found_posted) == (0, 1, 0) and len(server.messages) == 1
+    status, reason, *_ = rows(con)["a1"]
+    assert status == "failed" and reason.startswith("could not check") and reason.endswith("Slack may have posted it")
+    assert TOKEN not in reason
+    send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert rows(con)["a1"][0] == "sent" and len(server.messages) == 1
+
+
+def test_an_ambiguous_delivery_to_a_segment_channel_is_found_by_name(server, con):
+    slack = slack_for(server)
+    msg = make_alert_message(alert_id="a1", owner_email=None, segment="smb")
+    server.fail_next("chat.postMessage", 1, "drop_after_accept")
+    send_all(con, [msg], slack)
+    assert send_all(con, [msg], slack).found_posted == 1 and len(server.messages) == 1
+
+
+def _burst(n: int) -> list:
+    severities = ["info", "warning", "critical"]
+    owners = list(OWNERS)
+    return [
+        make_alert_message(
+            alert_id=f"al{i:04d}", severity=severities[i % 3], owner_email=owners[(i // 3) % 3],
+            partition_date=dt.date(2025, 3, 10) - dt.timedelta(days=i % 2),
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_burst_of_200_across_3_channels_is_paced_and_delivered_once_in_severity_order(con):
+    limit = 20.0  # the server refuses a second post to a channel within 50 ms
+    with SlackServer(users=OWNERS, token=TOKEN, per_channel_limit_per_second=limit) as server:
+        alerts = _burst(200)
+        ordered = sorted(alerts, key=lambda m: dispatch.send_order(m.severity, m.partition_date, m.account_id, m.rule_id))
+        counts = send_all(con, ordered, slack_for(server, gap=1.3 / limit))
+        assert counts.sent == 200 and counts.failed == 0
+        ids = [m["metadata"]["event_payload"]["alert_id"] for m in server.messages]
+        assert sorted(ids) == sorted(m.alert_id for m in alerts), "each exactly once"
+        severity = {m.alert_id: m.severity for m in alerts}
+        rank = {"critical": 0, "warning": 1, "info": 2}
+        for user in OWNERS.values():
+            posted = [rank[severity[m["metadata"]["event_payload"]["alert_id"]]] for m in server.messages_to(user)]
+            assert len(posted) > 60 and posted == sorted(posted)
+        # Channels interleave: three channels go beyond what one channel is allowed.
+        assert counts.alerts_per_second > limit * 1.25, counts
+        assert server.rate_limited_posts <= 3
+
+
+def test_a_429_backs_off_its_channel_while_the_others_go_on(con):
+    with SlackServer(users=OWNERS, token=TOKEN) as server:
+        server.fail_next("chat.postMessage", 1, "rate_limited")  # Retry-After: 1
+        alerts = [make_alert_message(alert_id=f"a{i}", owner_email=list(OWNERS)[i % 3]) for i in range(6)]
+        started = time.monotonic()
+        counts = send_all(con, alerts, slack_for(server, gap=0.01))
+        assert counts.sent == 6 and counts.rate_limited == 1 and len(server.messages) == 6
+        assert time.monotonic() - started >= 1.0
+        first_channel = server.messages[-1]["channel"]
+        # The refused channel's two messages come last, after the other channels went on.
+        assert [m["channel"] for m in server.messages[-2:]] == [first_channel] * 2
+
+
+@pytest.mark.e2e
+def test_slack_down_for_several_runs_then_back_delivers_everything_once(tmp_path, monkeypatch):
+    from tests.support import planted
+    from tests.support.pipeline import planted_pipeline
+
+    with planted_pipeline(tmp_path) as pipeline:
+        assert pipeline.materialize(planted.FIRST, planted.LAST).success
+        live = sum(1 for a in planted.EXPECTED_ALERTS if a[3] == "sent")
+
+        pipeline.server.fail_next("chat.postMessage", 10_000, "server_error")
+        tick = pipeline.tick()
+        assert [r.tags["cs_pipeline/trigger"] for r in tick.run_requests] == ["alerts"]
+        assert pipeline.dispatch(tick.run_requests[0].tags).success
+        statuses = pipeline.sql("SELECT status, reason FROM actions.deliveries")
+        assert len(statuses) == live and all(s == "failed" and "HTTP 500" in r for s, r in statuses)
+
+        # Slack unreachable (connection refused) on the retry: still failed, and retried again.
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            dead = f"http://127.0.0.1:{closed.getsockname()[1]}/api/"
+        monkeypatch.setenv("SLACK_API_URL", dead)
+        for _ in range(2):
+            retry = pipeline.tick()
+            assert [r.tags["cs_pipeline/trigger"] for r in retry.run_requests] == ["retry"]
+            assert pipeline.dispatch(retry.run_requests[0].tags).success
+            reasons = pipeline.sql("SELECT DISTINCT status, reason FROM actions.deliveries")
+            assert all(s == "failed" and "could not connect" in r for s, r in reasons), reasons
+
+        # Meanwhile a CSM acknowledges one alert and snoozes another.
+        acked, snoozed = [r[0] for r in pipeline.sql("SELECT alert_id FROM actions.deliveries ORDER BY alert_id LIMIT 2")]
+        until = (planted.TODAY + dt.timedelta(days=7)).isoformat()
+        assert cli.main(["ack", acked, "--by", "csm@example.com", "--note", "on it"]) == 0
+        assert cli.main(["snooze", snoozed, "--until", until, "--reason", "customer on holiday"]) == 0
+        status = {a["alert_id"]: a["status"] for a in cli.read_alerts()}
+        assert (status[acked], status[snoozed]) == ("acknowledged", "snoozed")
+
+        # Slack is back: the next retry delivers each other live alert exactly once.
+        monkeypatch.setenv("SLACK_API_URL", pipeline.server.url)
+        pipeline.server._faults.clear()
+        retry = pipeline.tick()
+        assert [r.tags["cs_pipeline/trigger"] for r in retry.run_requests] == ["retry"]
+        assert pipeline.dispatch(retry.run_requests[0].tags).success
+        ids = alert_posts(pipeline.server)
+        assert len(ids) == len(set(ids)) == live - 2 and acked not in ids and snoozed not in ids
+        assert pipeline.sql("SELECT count(*) FROM actions.deliveries WHERE status = 'sent'") == [(live - 2,)]
+        assert pipeline.tick().run_requests == []
+
+        # Once the snooze has passed, the snoozed alert notifies; the acknowledged one never does.
+        monkeypatch.setenv("CS_PIPELINE_TODAY", until)
+        monkeypatch.setenv("CS_PIPELINE_LIVE_WINDOW_DAYS", "30")
+        assert pipeline.dispatch({}).success
+        ids = alert_posts(pipeline.server)
+        assert snoozed in ids and acked not in ids and len(ids) == len(set(ids))
+
+
+def test_snooze_and_ack_of_an_unknown_alert_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as c:
+        c.execute("CREATE SCHEMA analytics")
+        c.execute("CREATE TABLE analytics.alert_events (alert_id VARCHAR, partition_date DATE)")
+        c.execute("INSERT INTO analytics.alert_events VALUES ('al_known', '2025-04-30')")
+    monkeypatch.setenv("CS_PIPELINE_TODAY", "2025-04-30")
+    assert cli.main(["ack", "al_nope", "--warehouse", str(warehouse)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown alert id 'al_nope'" in err
+    assert cli.main(["snooze", "al_known", "--until", "2025-04-30", "--reason", "x", "--warehouse", str(warehouse)]) == 2
+    assert "not after today" in capsys.readouterr().err
+    assert cli.main(["snooze", "al_known", "--until", "2025-05-09", "--reason", "holiday", "--by", "a@x.com",
+                     "--warehouse", str(warehouse)]) == 0
+    with duckdb.connect(str(warehouse), read_only=True) as c:
+        assert c.execute('SELECT alert_id, action, until::VARCHAR, reason, "by" FROM actions.alert_actions').fetchall() == [
+            ("al_known", "snooze", "2025-05-09", "holiday", "a@x.com")
+        ]
+
+
+def _closing_warehouse(c) -> None:
+    """Alert a1 (sent) was open 04-27..04-28, a2 (sent) is still open on 04-30, a3 was never sent,
+    a4 (sent) was open on 04-29 only. Days up to 04-28 are evaluated; `_evaluate_to_04_30` adds the rest."""
+    c.execute("CREATE SCHEMA analytics")
+    c.execute("""CREATE TABLE analytics.alert_events (alert_id VARCHAR, rule_id VARCHAR, account_id VARCHAR,
+                 account_name VARCHAR, segment VARCHAR, owner_email VARCHAR, episode_start DATE, partition_date DATE)""")
+    for alert_id, first, last in (("a1", "2025-04-27", "2025-04-28"), ("a2", "2025-04-27", "2025-04-30"),
+                                  ("a3", "2025-04-27", "2025-04-28"), ("a4", "2025-04-29", "2025-04-29")):
+        for day in ("2025-04-27", "2025-04-28", "2025-04-29", "2025-04-30"):
+            if first <= day <= last:
+                c.execute("INSERT INTO analytics.alert_events VALUES (?, 'no_login_20d', 'acc_1', 'Acme', 'smb', "
+                          "'alice@example.com', '2025-04-27', ?)", [alert_id, day])
+    c.execute("CREATE TABLE analytics.alert_evaluated_days AS SELECT DATE '2025-04-28' AS partition_date")
+    for alert_id in ("a1", "a2", "a4"):
+        c.execute("INSERT INTO actions.deliveries (alert_id, notification_number, status) VALUES (?, 1, 'sent')", [alert_id])
+        c.execute("INSERT INTO actions.tasks (task_id, alert_id, status) VALUES (?, ?, 'open')", [f"t{alert_id}", alert_id])
+
+
+def _evaluate_to_04_30(c) -> None:
+    c.execute("INSERT INTO analytics.alert_evaluated_days VALUES ('2025-04-29'), ('2025-04-30')")
+
+
+def _close_and_tell(c, slack) -> tuple[list[str], list]:
+    from cs_pipeline import settings
+    from cs_pipeline.resources.config import PipelineConfig
+
+    config = PipelineConfig(config_dir=str(settings.SHIPPED_CONFIG_DIR))
+    day = dispatch.latest_evaluated_live_day(c, dt.date(2025, 4, 30), 2)
+    closed = dispatch.close_resolved_alerts(c, day, config)
+    outcomes = [dispatch.send_resolved_notice(c, msg, row, slack) for msg, row in dispatch._pending_notices(c, config)]
+    return [m.alert_id for m in closed], outcomes
+
+
+def test_a_resolved_alert_is_closed_its_task_done_and_its_owner_told_once(server, con):
+    _closing_warehouse(con)
+    slack = slack_for(server)
+    assert _close_and_tell(con, slack) == ([], [])  # a1 and a2 are open on 04-28
+    _evaluate_to_04_30(con)
+    closed, outcomes = _close_and_tell(con, slack)
+    assert closed == ["a1"] and [o.status for o in outcomes] == ["sent"]
+    state = "SELECT alert_id, state, last_open_day::VARCHAR, closed_on::VARCHAR FROM actions.alert_state ORDER BY 1"
+    assert con.execute(state).fetchall() == [("a1", "closed", "2025-04-28", "2025-04-30"), ("a2", "open", "2025-04-30", None)]
+    # a4 was already over when it was sent: not closed, its task stays open.
+    assert dict(con.execute("SELECT alert_id, status FROM actions.tasks").fetchall()) == {"a1": "done", "a2": "open", "a4": "open"}
+    assert len(server.messages) == 1
+    resolved = server.messages[0]
+    assert resolved["channel"] == "U001" and "Resolved" in resolved["text"]
+    assert resolved["metadata"] == {"event_type": "cs_pipeline_alert_resolved", "event_payload": {"alert_id": "a1", "notice": "closed"}}
+    assert _close_and_tell(con, slack) == ([], [])
+    assert len(server.messages) == 1
+
+
+def test_a_resolved_notice_dropped_after_slack_posted_it_is_found_not_resent(server, con):
+    _closing_warehouse(con)
+    slack = slack_for(server)
+    _close_and_tell(con, slack)
+    _evaluate_to_04_30(con)
+    server.fail_next("chat.postMessage", 1, "drop_after_accept")
+    _, outcomes = _close_and_tell(con, slack)
+    assert outcomes[0].status == "failed" and len(server.messages) == 1
+    _, outcomes = _close_and_tell(con, slack)
+    assert outcomes == [None] and len(server.messages) == 1
+    assert con.execute("SELECT status, message_ts FROM actions.notices").fetchall() == [("sent", server.messages[0]["ts"])]
+
+
+def _dispatch_once(c, messages, slack) -> dispatch.SendCounts:
+    alone, digests, held = dispatch.plan_sending(c, messages, slack)
+    counts = send_all(c, alone, slack)
+    counts.failed += held
+    dispatch.send_digests(c, digests, slack, dt.date(2025, 4, 30), counts)
+    return counts
+
+
+def test_by_default_every_alert_gets_its_own_message(server, con):
+    slack = slack_for(server)
+    msgs = [make_alert_message(alert_id=f"i{i}", severity="info", owner_email="alice@example.com") for i in range(12)]
+    counts = _dispatch_once(con, msgs, slack)
+    assert (counts.sent, counts.in_digests) == (12, 0)
+    assert {m["metadata"]["event_type"] for m in server.messages} == {"cs_pipeline_alert"}
+
+
+def test_info_alerts_go_in_one_digest_per_csm_and_the_rest_alone(server, con):
+    slack = slack_for(server, digest=True)
+    msgs = [make_alert_message(alert_id=f"i{i}", severity="info", owner_email="alice@example.com") for i in range(3)]
+    msgs += [make_alert_message(alert_id="w1", severity="warning", owner_email="alice@example.com")]
+    msgs += [make_alert_message(alert_id=f"b{i}", severity="info", owner_email="bob@example.com") for i in range(2)]
+    counts = _dispatch_once(con, msgs, slack)
+    assert (counts.sent, counts.in_digests, counts.failed) == (1, 5, 0)
+    kinds = sorted((m["channel"], m["metadata"]["event_type"]) for m in server.messages)
+    assert kinds == [("U001", "cs_pipeline_alert"), ("U001", "cs_pipeline_digest"), ("U002", "cs_pipeline_digest")]
+    alice = next(m for m in server.messages if m["channel"] == "U001" and m["metadata"]["event_type"] == "cs_pipeline_digest")
+    assert alice["metadata"]["event_payload"]["alert_ids"] == ["i0", "i1", "i2"] and "3 alerts" in alice["text"]
+    assert {r[0] for r in rows(con).values()} == {"sent"}
+    assert rows(con)["i0"][1].startswith("in the daily digest digest:alice@example.com:2025-04-30:1")
+    assert _dispatch_once(con, msgs, slack).sent == 0 and len(server.messages) == 3
+
+
+def test_beyond_the_daily_cap_alerts_go_to_the_digest(server, con):
+    slack = SlackResource(bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=0.0,
+                          max_alerts_per_csm_per_day=3)
+    msgs = [make_alert_message(alert_id=f"w{i}", severity="warning") for i in range(5)]
+    counts = _dispatch_once(con, msgs[:2], slack)
+    assert counts.sent == 2
+    counts = _dispatch_once(con, msgs, slack)
+    assert (counts.sent, counts.in_digests) == (1, 2)
+    digest = server.messages[-1]
+    assert digest["metadata"]["event_payload"]["alert_ids"] == ["w3", "w4"]
+    assert len(server.messages) == 4
+
+
+def test_a_digest_dropped_after_slack_posted_it_is_found_and_not_sent_again(server, con):
+    slack = slack_for(server, digest=True)
+    msgs = [make_alert_message(alert_id=f"i{i}", severity="info") for i in range(2)]
+    server.fail_next("chat.postMessage", 1, "drop_after_accept")
+    counts = _dispatch_once(con, msgs, slack)
+    assert counts.failed == 2 and len(server.messages) == 1
+    assert _dispatch_once(con, msgs, slack).in_digests == 0
+    assert len(server.messages) == 1 and {r[0] for r in rows(con).values()} == {"sent"}
+    assert rows(con)["i0"][2] == server.messages[0]["ts"]
+
+
+def test_a_digest_that_surely_failed_is_sent_in_the_next_digest(server, con):
+    slack = slack_for(server, digest=True)
+    msgs = [make_alert_message(alert_id=f"i{i}", severity="info") for i in range(2)]
+    server.fail_next("chat.postMessage", 3, "server_error")
+    assert _dispatch_once(con, msgs, slack).failed == 2 and server.messages == []
+    assert _dispatch_once(con, msgs, slack).in_digests == 2
+    assert len(server.messages) == 1 and server.messages[0]["metadata"]["event_payload"]["digest_id"].endswith(":2")
+
+
+def test_the_sensor_retries_after_failed_deliveries_or_a_failed_run_and_not_otherwise():
+    import dagster as dg
+
+    from cs_pipeline.sensors.alerts import _needs_retry
+
+    def run(status, failed="0"):
+        return dg.DagsterRun(job_name="dispatch_alerts", run_id="r1", status=status, tags={dispatch.FAILED_TAG: failed})
+
+    assert _needs_retry(run(dg.DagsterRunStatus.SUCCESS, "3"))
+    assert _needs_retry(run(dg.DagsterRunStatus.FAILURE))
+    assert not _needs_retry(run(dg.DagsterRunStatus.SUCCESS, "0"))
+    assert not _needs_retry(run(dg.DagsterRunStatus.STARTED, "3"))
