@@ -40,11 +40,15 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
             "WHERE activity_date BETWEEN ? AND ?",
             [start - dt.timedelta(days=LOOKBACK), end],
         )
+        # Days with a login in the run, plus each account's last login before it: enough for the
+        # as-of join, and it does not grow with the history kept.
         login_days = query(
             con,
             "SELECT DISTINCT account_id, activity_date FROM marts.fct_user_daily_activity "
-            "WHERE event = 'login' AND activity_date <= ?",
-            [end],
+            "WHERE event = 'login' AND activity_date BETWEEN ? AND ? "
+            "UNION ALL SELECT account_id, max(activity_date) FROM marts.fct_user_daily_activity "
+            "WHERE event = 'login' AND activity_date < ? GROUP BY account_id",
+            [start, end, start],
         )
         usage = compute_usage(days(start, end), accounts, users, activity, login_days, model.product.events, model.product.key_features)
         replace_date_range(con, TABLE, usage, start, end)
