@@ -2,6 +2,8 @@
 paging, field mapping, value translation, and what happens when the API is slow, busy, down or
 refuses the credentials. Every good extract must pass the contract's validation untouched."""
 
+import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from cs_pipeline.logic.contract import ENTITIES, LINE, SOURCE, validate
+from cs_pipeline.sources import hubspot as hs_module
 from cs_pipeline.sources.base import ConnectorError, Extract
 from cs_pipeline.sources.delighted import DelightedConnector
 from cs_pipeline.sources.http import as_text, pick
@@ -300,6 +303,186 @@ def test_hubspot_engagements_come_from_the_objects_sources_yaml_names(monkeypatc
         "engagement_id": "1", "account_id": "101", "type": "webinar", "occurred_at": "2024-02-05T17:00:00Z",
         "source_file": "hubspot:2-555",
     }
+
+
+# --- HubSpot incremental (state_dir) -------------------------------------------------------------
+
+
+def hs_dated_portal() -> dict[str, list[dict]]:
+    """The portal with records last modified on different days (companies 2024-01-01 … 01-05)."""
+    portal = hs_portal()
+    for i, company in enumerate(portal["companies"]):
+        company["updatedAt"] = f"2024-01-0{i + 1}T00:00:00.000Z"
+    for i, deal in enumerate(portal["deals"]):
+        deal["updatedAt"] = f"2024-02-0{i + 1}T00:00:00.000Z"
+    return portal
+
+
+def ms(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def hs_state(state_dir, entity: str, obj: str) -> dict:
+    return json.loads((state_dir / "hubspot" / f"{entity}.{obj}.json").read_text())
+
+
+def sorted_rows(frame: pl.DataFrame, key: str) -> list[dict]:
+    return sorted(frame.to_dicts(), key=lambda row: row[key])
+
+
+def full_read(server: HubSpotServer, entity: str) -> pl.DataFrame:
+    return hubspot(server).snapshot(entity).frame
+
+
+def test_hubspot_incremental_searches_what_changed_and_returns_the_full_current_set(monkeypatch, tmp_path):
+    with HubSpotServer(hs_dated_portal(), owners=HS_OWNERS, page_size=2) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        connector = hubspot(server, state_dir=str(tmp_path))
+        first = connector.snapshot("accounts")
+        assert_clean("accounts", first, rows=5)
+        assert server.searches() == []  # the first run is a full read
+        assert server.calls("/crm/v3/objects/companies") == 3
+        state = hs_state(tmp_path, "accounts", "companies")
+        assert state["cursor_ms"] == ms("2024-01-05T00:00:00.000Z") and state["rows"] == 5
+
+        server.modify("companies", "101", name="Co 1 renamed", segment="Enterprise")
+        server.add("companies", {"id": "105", "createdAt": "2025-01-01T00:00:00.000Z",
+                                 "properties": {"name": "Co 5", "segment": "SMB", "hubspot_owner_id": "8", "plan": "Pro",
+                                                "licenses": "3", "customer_status": "Trial", "createdate": "2025-01-01T00:00:00.000Z"}})
+        server.archive("companies", "103")
+        server.requests.clear()
+        second = connector.snapshot("accounts")
+
+        made = [(r["method"], r["path"], (r["query"].get("archived") or [None])[0]) for r in server.requests]
+        # Only a search for the changes and the archived ids: no full listing of the companies.
+        assert ("GET", "/crm/v3/objects/companies", "false") not in made
+        assert {m for m in made if m[1].startswith("/crm/v3/objects")} == {
+            ("POST", "/crm/v3/objects/companies/search", None), ("GET", "/crm/v3/objects/companies", "true")}
+        assert server.searches()[0] == {
+            "filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
+                                           "value": str(ms("2024-01-05T00:00:00.000Z") - hs_module.SEARCH_OVERLAP_MS)}]}],
+            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": ["hs_object_id", "name", "segment", "hubspot_owner_id", "plan", "licenses", "customer_status",
+                           "createdate", "hs_lastmodifieddate"],
+            "limit": 100,
+        }
+        assert [len(page.get("after", "")) for page in server.searches()] == [0, 1]  # two pages of 2: 104, 101, 105
+        frame = assert_clean("accounts", second, rows=5)
+        assert sorted_rows(frame, "account_id") == sorted_rows(full_read(server, "accounts"), "account_id")
+
+    rows = by_key(frame, "account_id")
+    assert "103" not in rows
+    assert (rows["101"]["name"], rows["101"]["segment"]) == ("Co 1 renamed", "enterprise")
+    assert (rows["105"]["owner_email"], rows["105"]["status"]) == ("former@example.com", "trial")
+    state = hs_state(tmp_path, "accounts", "companies")
+    # The archive moved 103 last, but search never shows archived records: 105 is the newest seen.
+    assert state["cursor_ms"] == ms(server.find("companies", "105")["updatedAt"]) and state["rows"] == 5
+    assert len(list((tmp_path / "hubspot").glob("accounts.companies.*.parquet"))) == 1  # the old rows file is gone
+
+
+def test_hubspot_incremental_deals_get_their_companies_and_filters_drop_lost_deals(monkeypatch, tmp_path):
+    with HubSpotServer(hs_dated_portal()) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        connector = hubspot(server, state_dir=str(tmp_path))
+        assert_clean("contracts", connector.snapshot("contracts"), rows=2, known_accounts=["100", "101"])
+        server.modify("deals", "902", hs_is_closed_won="true", contract_start_date="2025-01-01", contract_end_date="2025-12-31")
+        server.modify("deals", "900", hs_is_closed_won="false")  # a won deal reopened: no longer a contract term
+        server.requests.clear()
+        extract = connector.snapshot("contracts")
+        batch = [r for r in server.requests if r["path"] == "/crm/v3/associations/deals/companies/batch/read"]
+        assert [sorted(i["id"] for i in r["body"]["inputs"]) for r in batch] == [["900", "902"]]
+        assert not any(r["path"] == "/crm/v3/objects/deals" and r["query"].get("archived") == ["false"] for r in server.requests)
+        frame = assert_clean("contracts", extract, rows=2, known_accounts=["101", "102"])
+        assert sorted_rows(frame, "contract_id") == sorted_rows(full_read(server, "contracts"), "contract_id")
+    assert by_key(frame, "contract_id")["902"]["account_id"] == "102"
+
+
+def test_hubspot_incremental_activities_keep_one_cache_per_object(monkeypatch, tmp_path):
+    with HubSpotServer(hs_dated_portal(), owners=HS_OWNERS) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        connector = hubspot(server, state_dir=str(tmp_path))
+        connector.snapshot("activities")
+        assert sorted(p.name for p in (tmp_path / "hubspot").glob("*.json")) == [
+            f"activities.{o}.json" for o in ("calls", "emails", "meetings", "notes")]
+        server.modify("calls", "500", hs_timestamp="2024-03-01T10:00:00Z")
+        server.archive("notes", "503")
+        server.requests.clear()
+        frame = assert_clean("activities", connector.snapshot("activities"), rows=3)
+        assert {b.get("after") for b in server.searches()} == {None} and len(server.searches()) == 4
+        assert sorted_rows(frame, "activity_id") == sorted_rows(full_read(server, "activities"), "activity_id")
+    assert by_key(frame, "activity_id")["500"]["occurred_at"] == "2024-03-01T10:00:00Z"
+
+
+def test_hubspot_incremental_failure_mid_search_keeps_the_cache_and_the_next_run_recovers(monkeypatch, tmp_path):
+    with HubSpotServer(hs_dated_portal(), owners=HS_OWNERS, page_size=1) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        connector = hubspot(server, state_dir=str(tmp_path), retry_max_seconds=0.2)
+        connector.snapshot("accounts")
+        folder = tmp_path / "hubspot"
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        server.modify("companies", "100", name="Co 0 renamed")
+        server.modify("companies", "102", name="Co 2 renamed")
+        server.break_search(after=1)  # the first page (104) answers, the second fails
+        with pytest.raises(ConnectorError, match=r"hubspot: gave up on /crm/v3/objects/companies/search"):
+            connector.snapshot("accounts")
+        assert [b.get("after") for b in server.searches()][:2] == [None, "1"]
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # cache and cursor untouched
+
+        server.break_search(None)
+        server.requests.clear()
+        frame = assert_clean("accounts", connector.snapshot("accounts"), rows=5)
+        assert server.searches()[0]["filterGroups"][0]["filters"][0]["value"] == str(
+            ms("2024-01-05T00:00:00.000Z") - hs_module.SEARCH_OVERLAP_MS)  # the same window again
+        assert sorted_rows(frame, "account_id") == sorted_rows(full_read(server, "accounts"), "account_id")
+    assert by_key(frame, "account_id")["102"]["name"] == "Co 2 renamed"
+    assert hs_state(tmp_path, "accounts", "companies")["cursor_ms"] == ms(server.find("companies", "102")["updatedAt"])
+
+
+def test_hubspot_incremental_falls_back_to_a_full_read_past_the_search_cap(monkeypatch, tmp_path):
+    monkeypatch.setattr(hs_module, "SEARCH_LIMIT", 2)
+    with HubSpotServer(hs_dated_portal(), owners=HS_OWNERS, search_cap=2) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        connector = hubspot(server, state_dir=str(tmp_path))
+        connector.snapshot("accounts")
+        for id_ in ("100", "101", "102"):
+            server.modify("companies", id_, plan="Enterprise")
+        server.requests.clear()
+        frame = assert_clean("accounts", connector.snapshot("accounts"), rows=5)
+        assert len(server.searches()) == 1  # total 4 > 2: no paging into the cap
+        assert any(r["path"] == "/crm/v3/objects/companies" and r["query"].get("archived") == ["false"] for r in server.requests)
+        assert sorted_rows(frame, "account_id") == sorted_rows(full_read(server, "accounts"), "account_id")
+    assert hs_state(tmp_path, "accounts", "companies")["cursor_ms"] == ms(server.find("companies", "102")["updatedAt"])
+
+
+def test_hubspot_search_pages_stop_at_the_cap_as_hubspots():
+    with HubSpotServer(hs_dated_portal(), search_cap=2, page_size=1) as server:
+        status, body = server.route_post("/crm/v3/objects/companies/search", {}, {"limit": 1, "after": "2"}, {})
+        assert status == 400 and "after" in body["message"]
+        status, body = server.route_post("/crm/v3/objects/companies/search", {}, {"limit": 1, "after": "1"}, {})
+        assert status == 200 and body["total"] == 5 and body["paging"]["next"]["after"] == "2"
+
+
+def test_hubspot_incremental_cache_of_another_mapping_is_not_reused(monkeypatch, tmp_path):
+    with HubSpotServer(hs_dated_portal(), owners=HS_OWNERS) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        hubspot(server, state_dir=str(tmp_path)).snapshot("accounts")
+        server.requests.clear()
+        remapped = hubspot(server, state_dir=str(tmp_path), accounts={"fields": {"plan": "=Pro"}})
+        assert_clean("accounts", remapped.snapshot("accounts"), rows=5)
+        assert server.searches() == []
+
+
+def test_hubspot_without_state_dir_reads_in_full_every_time(monkeypatch, tmp_path):
+    with HubSpotServer(hs_dated_portal(), owners=HS_OWNERS) as server:
+        monkeypatch.setenv("HUBSPOT_TOKEN", server.token)
+        monkeypatch.chdir(tmp_path)
+        connector = hubspot(server)
+        connector.snapshot("accounts")
+        server.modify("companies", "101", name="Co 1 renamed")
+        frame = connector.snapshot("accounts").frame
+        assert server.searches() == [] and server.calls("/crm/v3/objects/companies") == 2
+    assert by_key(frame, "account_id")["101"]["name"] == "Co 1 renamed"
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- Zendesk -----------------------------------------------------------------------------------

@@ -102,6 +102,29 @@ class Api:
         except Exception as exc:  # noqa: BLE001 - every failure is reported as this connector's
             raise self.failure(exc) from None
 
+    def call(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        """One request outside `rest_api` (e.g. a POST search), with the same retries, auth and
+        errors as `read`; returns the decoded JSON answer."""
+        session = RetryingSession(self)
+        try:
+            response = session.request(
+                method,
+                f"{self.base_url.rstrip('/')}/{path.lstrip('/')}",
+                json=json_body,
+                params=params,
+                auth=self.auth,
+                headers=dict(self.headers),
+            )
+            if not response.ok:
+                raise self.http_failure(response)
+            return response.json()
+        except ConnectorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is reported as this connector's
+            raise self.failure(exc) from None
+        finally:
+            session.close()
+
     # --- errors ------------------------------------------------------------------------------
 
     def failure(self, exc: BaseException) -> ConnectorError:

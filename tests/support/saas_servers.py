@@ -122,13 +122,16 @@ class FakeApi:
     def route(self, path: str, query: dict[str, list[str]], headers) -> Answer:
         raise NotImplementedError
 
+    def route_post(self, path: str, query: dict[str, list[str]], body: Any, headers) -> Answer:
+        return 405, {"message": f"POST is not supported on {path}"}
+
     def _next_fault(self) -> str | None:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _log(self, path: str, query: dict[str, list[str]], outcome: int | str) -> None:
+    def _log(self, path: str, query: dict[str, list[str]], outcome: int | str, method: str = "GET", body: Any = None) -> None:
         with self._lock:
-            self.requests.append({"path": path, "query": query, "outcome": outcome})
+            self.requests.append({"path": path, "query": query, "outcome": outcome, "method": method, "body": body})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -141,24 +144,44 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def _serve(self, method: str):
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query, keep_blank_values=True)
+        sent: Any = None
+        if method == "POST":
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                sent = json.loads(raw or b"null")
+            except ValueError:
+                sent = raw.decode("utf-8", "replace")
+
+        def log(outcome):
+            self.api._log(path, query, outcome, method, sent)
+
         fault = self.api._next_fault()
         if fault == "timeout":
-            self.api._log(path, query, fault)
+            log(fault)
             self.api._stopping.wait(self.api.hold_seconds)
             self.close_connection = True
             return
         if fault is not None:
-            self.api._log(path, query, fault)
+            log(fault)
             status = FAULT_STATUS[fault]
             headers = {"Retry-After": self.api.retry_after} if fault == "rate_limited" and self.api.retry_after else {}
             return self._reply(status, self.api.error_body(status), headers)
         if not self.api.authorized(self.headers):
-            self.api._log(path, query, 401)
+            log(401)
             return self._reply(401, self.api.error_body(401))
-        status, body = self.api.route(path, query, self.headers)
-        self.api._log(path, query, status)
+        if method == "POST":
+            status, body = self.api.route_post(path, query, sent, self.headers)
+        else:
+            status, body = self.api.route(path, query, self.headers)
+        log(status)
         return self._reply(status, body)
 
     def _reply(self, status: int, payload: Any, headers: dict | None = None) -> None:
@@ -382,12 +405,18 @@ _HUBSPOT_ALWAYS = ("hs_object_id", "createdate", "hs_lastmodifieddate")
 
 class HubSpotServer(FakeApi):
     """CRM v3: `GET /crm/v3/objects/{type}?limit&after&properties&associations&archived` and
-    `GET /crm/v3/owners?limit&after&archived`, paged by `paging.next.after`.
+    `GET /crm/v3/owners?limit&after&archived`, paged by `paging.next.after`;
+    `POST /crm/v3/objects/{type}/search` (filterGroups, sorts, properties, limit, after; `total`;
+    no associations, as HubSpot's search; paging stops at `search_cap`, 10,000 as HubSpot's);
+    `POST /crm/v3/associations/{from}/{to}/batch/read` (`{"inputs": [{"id"}]}`, 207 when some
+    ids have none).
 
     `objects`: object type → records `{"id", "properties": {...}, "companies": [ids],
-    "createdAt", "updatedAt", "archived"}` (the fake builds the API's `associations`). Property
-    values come back as strings; a property a record lacks is left out, as HubSpot does.
-    `page_size` caps every page below the client's `limit` (max 100, as HubSpot's).
+    "createdAt", "updatedAt", "archived"}` (the fake builds the API's `associations`);
+    `hs_lastmodifieddate` is `updatedAt` (default 2024-01-01). Property values come back as
+    strings; a property a record lacks is left out, as HubSpot does. `page_size` caps every page
+    below the client's `limit` (max 100, as HubSpot's). Between reads, `modify`, `add` and
+    `archive` change records the way a user does, moving `updatedAt` forward.
     """
 
     name = "hubspot"
@@ -398,13 +427,55 @@ class HubSpotServer(FakeApi):
         owners: list[dict[str, Any]] = (),
         token: str = "pat-na1-11111111-2222-3333-4444-555555555555",
         page_size: int = 100,
+        search_cap: int = 10_000,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.objects = objects
+        self.objects = {
+            kind: [{**r, "updatedAt": r.get("updatedAt") or "2024-01-01T00:00:00.000Z"} for r in records]
+            for kind, records in objects.items()
+        }
         self.owners = list(owners)
         self.token = token
         self.page_size = page_size
+        self.search_cap = search_cap
+        self.broken_search: tuple[int, int] | None = None  # (after, status): search pages from there fail
+        self._clock = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+    # ------------------------------------------------------------------ test controls
+
+    def _tick(self) -> str:
+        """A modification time after every earlier one (ISO, milliseconds, as HubSpot's)."""
+        self._clock += dt.timedelta(minutes=10)
+        return self._clock.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def find(self, kind: str, id_: str) -> dict[str, Any]:
+        return next(r for r in self.objects[kind] if str(r["id"]) == str(id_))
+
+    def modify(self, kind: str, id_: str, **properties: Any) -> None:
+        record = self.find(kind, id_)
+        record["properties"] = {**record.get("properties", {}), **properties}
+        record["updatedAt"] = self._tick()
+
+    def add(self, kind: str, record: dict[str, Any]) -> None:
+        self.objects[kind].append({**record, "updatedAt": self._tick()})
+
+    def archive(self, kind: str, id_: str) -> None:
+        record = self.find(kind, id_)
+        record["archived"] = True
+        record["updatedAt"] = self._tick()
+
+    def break_search(self, after: int | None, status: int = 500) -> None:
+        """Make every search page from `after` on fail with `status` (None: search works again),
+        as a search that breaks half-way through its pages."""
+        self.broken_search = None if after is None else (after, status)
+
+    def searches(self) -> list[dict[str, Any]]:
+        """The bodies of the search requests received."""
+        with self._lock:
+            return [r["body"] for r in self.requests if r["path"].endswith("/search")]
+
+    # ------------------------------------------------------------------ API
 
     def authorized(self, headers) -> bool:
         return _bearer(headers) == self.token
@@ -446,6 +517,87 @@ class HubSpotServer(FakeApi):
         records = [r for r in self.objects[kind] if bool(r.get("archived")) == archived]
         return 200, self._page(path, query, records, after, limit, lambda r: self._record(kind, r, properties, associations))
 
+    def route_post(self, path: str, query: dict[str, list[str]], body: Any, headers) -> Answer:
+        def invalid(message: str) -> Answer:
+            return 400, {"status": "error", "message": message, "correlationId": "x", "category": "VALIDATION_ERROR"}
+
+        if not isinstance(body, dict):
+            return invalid("Invalid input JSON")
+        match = re.fullmatch(r"/crm/v3/associations/([\w\-]+)/([\w\-]+)/batch/read", path)
+        if match:
+            kind, to = match.groups()
+            if kind not in self.objects:
+                return invalid(f"Unable to infer object type from: {kind}")
+            wanted = [str(i.get("id")) for i in body.get("inputs") or []]
+            records = {str(r["id"]): r for r in self.objects[kind]}
+            results, missing = [], []
+            for id_ in wanted:
+                linked = (records.get(id_) or {}).get(to) or []
+                if linked:
+                    results.append({"from": {"id": id_}, "to": self._companies(kind, linked)})
+                else:
+                    missing.append(id_)
+            answer: dict[str, Any] = {"status": "COMPLETE", "results": results}
+            if missing:
+                answer["numErrors"] = len(missing)
+                answer["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                                     "message": f"No {to} is associated with {kind} {id_}.", "context": {"id": [id_]}}
+                                    for id_ in missing]
+                return 207, answer
+            return 200, answer
+        match = re.fullmatch(r"/crm/v3/objects/([\w\-]+)/search", path)
+        if not match:
+            return 404, {"status": "error", "message": "Not found", "correlationId": "x", "category": "OBJECT_NOT_FOUND"}
+        kind = match.group(1)
+        if kind not in self.objects:
+            return invalid(f"Unable to infer object type from: {kind}")
+        limit = int(body.get("limit") or 10)
+        if not 1 <= limit <= 200:
+            return invalid(f"limit must be between 1 and 200, got {limit}")
+        after = int(body.get("after") or 0)
+        if after >= self.search_cap:
+            return invalid(f"The maximum value of the `after` parameter is {self.search_cap}; narrow the search instead")
+        if self.broken_search is not None and after >= self.broken_search[0]:
+            return self.broken_search[1], self.error_body(self.broken_search[1])
+        tests = []
+        for group in body.get("filterGroups") or []:
+            conditions = []
+            for condition in group.get("filters") or []:
+                operator = condition.get("operator")
+                if operator not in _SEARCH_OPERATORS:
+                    return invalid(f"Unsupported operator {operator}")
+                conditions.append((condition.get("propertyName"), operator, condition.get("value")))
+            tests.append(conditions)
+        records = [r for r in self.objects[kind] if not r.get("archived")]
+        if tests:
+            records = [r for r in records if any(all(self._matches(r, *c) for c in group) for group in tests)]
+        for sort in reversed(body.get("sorts") or []):
+            name = sort.get("propertyName")
+            records.sort(key=lambda r, name=name: _sortable(name, self._stored(r).get(name)),
+                         reverse=sort.get("direction") == "DESCENDING")
+        properties = list(body.get("properties") or [])
+        end = after + min(limit, self.page_size)
+        page: dict[str, Any] = {"total": len(records),
+                                "results": [self._record(kind, r, properties, []) for r in records[after:end]]}
+        if end < len(records):
+            page["paging"] = {"next": {"after": str(end)}}
+        return 200, page
+
+    def _matches(self, record: dict[str, Any], name: str, operator: str, value: Any) -> bool:
+        actual = self._stored(record).get(name)
+        if actual is None:
+            return False
+        left, right = _sortable(name, actual), _sortable(name, value)
+        return _SEARCH_OPERATORS[operator](left, right)
+
+    def _stored(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {"hs_object_id": record["id"], "createdate": record.get("createdAt"),
+                "hs_lastmodifieddate": record.get("updatedAt"), **record.get("properties", {})}
+
+    def _companies(self, kind: str, companies: list[Any]) -> list[dict[str, str]]:
+        singular = kind.removesuffix("s")
+        return [{"id": str(c), "type": f"{singular}_to_company{suffix}"} for c in companies for suffix in ("", "_unlabeled")]
+
     def _page(self, path, query, items, after, limit, shape) -> dict[str, Any]:
         end = after + min(limit, self.page_size)
         page: dict[str, Any] = {"results": [shape(item) for item in items[after:end]]}
@@ -455,8 +607,7 @@ class HubSpotServer(FakeApi):
         return page
 
     def _record(self, kind: str, record: dict[str, Any], properties: list[str], associations: list[str]) -> dict[str, Any]:
-        stored = {"hs_object_id": record["id"], "createdate": record.get("createdAt"),
-                  "hs_lastmodifieddate": record.get("updatedAt"), **record.get("properties", {})}
+        stored = self._stored(record)
         shown = {p: (None if stored[p] is None else str(stored[p])) for p in dict.fromkeys([*_HUBSPOT_ALWAYS, *properties]) if p in stored}
         out: dict[str, Any] = {
             "id": str(record["id"]),
@@ -466,12 +617,27 @@ class HubSpotServer(FakeApi):
             "archived": bool(record.get("archived")),
         }
         if "companies" in associations and record.get("companies"):
-            singular = kind.removesuffix("s")
-            out["associations"] = {"companies": {"results": [
-                {"id": str(c), "type": f"{singular}_to_company{suffix}"}
-                for c in record["companies"] for suffix in ("", "_unlabeled")
-            ]}}
+            out["associations"] = {"companies": {"results": self._companies(kind, record["companies"])}}
         return out
+
+
+_SEARCH_OPERATORS = {
+    "EQ": lambda a, b: a == b, "NEQ": lambda a, b: a != b, "GT": lambda a, b: a > b,
+    "GTE": lambda a, b: a >= b, "LT": lambda a, b: a < b, "LTE": lambda a, b: a <= b,
+}
+_DATE_PROPERTIES = ("hs_lastmodifieddate", "createdate")
+
+
+def _sortable(name: str, value: Any) -> Any:
+    """A property value as search compares it: dates as epoch milliseconds (given as ISO or ms)."""
+    if value is None:
+        return ""
+    text = str(value)
+    if name in _DATE_PROPERTIES:
+        if text.lstrip("-").isdigit():
+            return int(text)
+        return int(dt.datetime.fromisoformat(text).timestamp() * 1000)
+    return text
 
 
 # --- Zendesk -------------------------------------------------------------------------------------
