@@ -34,8 +34,6 @@ import hmac
 import itertools
 import json
 import re
-import threading
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -96,15 +94,7 @@ class _WriteHandler(_Handler):
 class WriteApi(FakeApi):
     """FakeApi with writes: subclasses implement `write(method, path, query, headers, body)`."""
 
-    def start(self) -> WriteApi:
-        handler = type("Handler", (_WriteHandler,), {"api": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-server", daemon=True
-        )
-        self._thread.start()
-        return self
+    handler_class = _WriteHandler
 
     def _log(self, path, query, outcome, method: str = "GET", body: bytes = b"") -> None:
         with self._lock:

@@ -25,9 +25,11 @@ import re
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.support.loopback import LoopbackServer
 
 FAULT_KINDS = ("rate_limited", "server_error", "timeout", "unauthorized", "forbidden")
 FAULT_STATUS = {"rate_limited": 429, "server_error": 500, "unauthorized": 401, "forbidden": 403}
@@ -36,7 +38,7 @@ MAX_HOLD_SECONDS = 30.0
 Answer = tuple[int, Any]  # HTTP status and JSON body
 
 
-class FakeApi:
+class FakeApi(LoopbackServer):
     """What every fake shares: lifecycle, fault injection, the request log. Subclasses implement
     `authorized(headers)`, `error_body(status)` and `route(path, query, headers)`."""
 
@@ -47,48 +49,23 @@ class FakeApi:
         retry_after: the `Retry-After` header of a `rate_limited` fault (None: no header).
         hold_seconds: how long a `timeout` fault keeps the connection open without answering.
         """
+        super().__init__()
         self.retry_after = retry_after
         self.hold_seconds = min(hold_seconds, MAX_HOLD_SECONDS)
         self.requests: list[dict[str, Any]] = []  # {path, query, outcome}, in arrival order
         self._faults: deque[str] = deque()
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------ lifecycle
+    handler_attribute = "api"
 
     @property
     def url(self) -> str:
         """The base URL to give the connector (no trailing slash)."""
-        if self._httpd is None:
-            raise RuntimeError(f"{type(self).__name__} is not running: use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base_url
 
-    def start(self) -> FakeApi:
-        handler = type("Handler", (_Handler,), {"api": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+    @property
+    def thread_name(self) -> str:  # type: ignore[override]
+        return f"{self.name}-server"
 
     # ------------------------------------------------------------------ test controls
 
@@ -220,6 +197,9 @@ def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> 
 
 _SOQL = re.compile(r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<object>\w+)(?:\s+WHERE\s+(?P<where>.+?))?\s*$", re.IGNORECASE | re.DOTALL)
 _CONDITION = re.compile(r"^\s*(?P<field>[\w.]+)\s*(?P<op>=|!=)\s*(?P<value>'(?:[^'\\]|\\.)*'|true|false|null|-?\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+FakeApi.handler_class = _Handler  # defined after the class it serves
 
 
 class SalesforceServer(FakeApi):

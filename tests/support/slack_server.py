@@ -25,8 +25,10 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.loopback import LoopbackServer
 
 FAULT_KINDS = ("rate_limited", "server_error", "drop_after_accept", "drop_before_accept", "timeout")
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -38,7 +40,7 @@ MAX_BLOCKS_TEXT = 12_000
 _CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{8,}")
 
 
-class SlackServer:
+class SlackServer(LoopbackServer):
     """A Slack-compatible Web API on loopback; see the module docstring."""
 
     def __init__(
@@ -61,6 +63,7 @@ class SlackServer:
             1/limit s after the last one accepted there is refused with HTTP 429 and `Retry-After`,
             as Slack limits posting to about 1 message per second per channel.
         """
+        super().__init__()
         self.users = {email.lower(): user_id for email, user_id in (users or {}).items()}
         self.token = token
         self.channels = channels
@@ -75,43 +78,11 @@ class SlackServer:
         self._lock = threading.Lock()
         self._faults: dict[str, deque[str]] = defaultdict(deque)
         self._ts_counter = 0
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
 
     @property
     def url(self) -> str:
         """The base URL to pass as `api_url` (ends in `/api/`)."""
-        if self._httpd is None:
-            raise RuntimeError("SlackServer is not running: use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/api/"
-
-    def start(self) -> SlackServer:
-        handler = type("Handler", (_Handler,), {"slack": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="slack-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> SlackServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        return f"{self.base_url}/api/"
 
     # ------------------------------------------------------------------ test controls
 
@@ -461,3 +432,9 @@ def _bearer(header: str | None) -> str | None:
 
 def _stable_id(name: str) -> str:
     return hashlib.sha1(name.encode("utf-8")).hexdigest()[:10].upper()
+
+
+# Defined after the handler it serves (the handler refers back to it as `self.slack`).
+SlackServer.handler_class = _Handler
+SlackServer.handler_attribute = "slack"
+SlackServer.thread_name = "slack-server"
