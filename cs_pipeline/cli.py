@@ -83,7 +83,10 @@ def _parse_day(value: str, option: str) -> dt.date:
 
 def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[str, Any]:
     """Materialize every asset for the days first..last in one range run, then dispatch."""
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
     from cs_pipeline.partitions import daily_partitions
 
@@ -322,12 +325,36 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+TASK_SINKS_SQL = "SELECT task_id, sink, status, remote_id, url, reason FROM actions.task_sinks ORDER BY task_id, sink"
+
+
+def read_task_remotes() -> dict[str, list[dict[str, Any]]]:
+    """Each task's records in the task sinks (actions.task_sinks), by task id."""
+    remotes: dict[str, list[dict[str, Any]]] = {}
+    for row in _read(TASK_SINKS_SQL, needs=("actions.task_sinks",)):
+        remotes.setdefault(row.pop("task_id"), []).append(row)
+    return remotes
+
+
+def _remote_text(remotes: list[dict[str, Any]]) -> str:
+    """`salesforce:00T...` per created or closed record, `salesforce:failed` per failure."""
+    return " ".join(
+        f"{r['sink']}:{r['remote_id'] if r['remote_id'] else r['status']}"
+        + (f"({r['status']})" if r["remote_id"] and r["status"] != "created" else "")
+        for r in remotes
+    )
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     rows = read_tasks()
+    remotes = read_task_remotes() if rows else {}
     if args.format == "json":
-        print(json.dumps(_jsonable(rows, TASK_FIELDS), indent=2))
+        listed = _jsonable(rows, TASK_FIELDS)
+        for task in listed:
+            task["remote"] = remotes.get(task["task_id"], [])
+        print(json.dumps(listed, indent=2))
     else:
-        _print_table(rows, TASK_FIELDS)
+        _print_table([{**r, "remote": _remote_text(remotes.get(r["task_id"], []))} for r in rows], (*TASK_FIELDS, "remote"))
     return 0
 
 

@@ -37,6 +37,7 @@ from cs_pipeline.resources.warehouse import WarehouseResource
 from cs_pipeline.schedules import daily_pipeline, daily_schedule
 from cs_pipeline.sensors.alerts import alert_dispatch_sensor
 from cs_pipeline.sensors.run_failures import run_failure_to_slack
+from cs_pipeline.sinks.config import TaskSinksResource
 
 
 def slack_resource() -> SlackResource:
@@ -59,6 +60,7 @@ def resources() -> dict[str, object]:
         "dbt": dbt_resource(),
         "slack": slack_resource(),
         "crm_writeback_config": CrmWritebackResource(config_file=settings.writeback_file()),
+        "task_sinks": TaskSinksResource(config_file=settings.task_sinks_file()),
     }
 
 

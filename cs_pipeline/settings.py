@@ -48,6 +48,12 @@ def writeback_file() -> str:
     return str(Path(value).resolve()) if value else ""
 
 
+def task_sinks_file() -> str:
+    """Optional YAML mapping rules to task sinks (`CS_PIPELINE_TASK_SINKS`); empty: tasks stay in the warehouse."""
+    value = _env("CS_PIPELINE_TASK_SINKS", "")
+    return str(Path(value).resolve()) if value else ""
+
+
 def config_dir() -> Path:
     """Health model and rules (`CS_PIPELINE_CONFIG_DIR`, default: the shipped ones)."""
     return Path(_env("CS_PIPELINE_CONFIG_DIR", str(SHIPPED_CONFIG_DIR))).resolve()

@@ -17,6 +17,11 @@ channel are spaced by `min_seconds_between_posts_per_channel` while other channe
 Snoozed (`cs-pipeline snooze`) and acknowledged (`cs-pipeline ack`) alerts do not notify. A sent
 alert no longer open on the latest evaluated live day is closed: its task becomes `done` and its
 owner gets one "resolved" message (actions.notices, keyed (alert_id, 'closed')).
+
+Task sinks (`CS_PIPELINE_TASK_SINKS`, see `cs_pipeline.sinks.config`). Last, each open task goes
+to the sinks its rule maps to (Salesforce Task, HubSpot task, signed webhook) once, and the remote
+task of a `done` one is closed; actions.task_sinks keeps, per (task_id, sink), the remote id and
+link, or why it failed (tried again next run). A sink's failure never touches Slack delivery.
 """
 
 import dataclasses
@@ -29,6 +34,7 @@ import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
+from cs_pipeline.logic.config import ConfigError
 from cs_pipeline.logic.delivery import (
     AMBIGUOUS_SUFFIX,
     FAILED,
@@ -54,6 +60,8 @@ from cs_pipeline.resources.slack import (
     SlackResource,
 )
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, table_exists
+from cs_pipeline.sinks import SinkError, TaskRequest
+from cs_pipeline.sinks.config import TaskSinksConfig, TaskSinksResource
 
 FAILED_TAG = "cs_pipeline/failed_deliveries"
 DIGEST = "digest"
@@ -78,6 +86,9 @@ ACTIONS_DDL = (
     "ALTER TABLE actions.notices ADD COLUMN IF NOT EXISTS members VARCHAR",
     "ALTER TABLE actions.deliveries ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR",
     "ALTER TABLE actions.deliveries ADD COLUMN IF NOT EXISTS attempt_started_at TIMESTAMP",
+    """CREATE TABLE IF NOT EXISTS actions.task_sinks (
+        task_id VARCHAR, alert_id VARCHAR, sink VARCHAR, remote_id VARCHAR, url VARCHAR, status VARCHAR,
+        reason VARCHAR, attempts BIGINT, updated_at TIMESTAMP, PRIMARY KEY (task_id, sink))""",
 )
 
 
@@ -717,10 +728,155 @@ def close_resolved(
     return dg.Output(len(closed), metadata={"closed": len(closed), "owners_told": told, "notices_failed": failed})
 
 
+# --------------------------------------------------------------------------- task sinks
+
+SINK_CREATED, SINK_FAILED, SINK_CLOSED = "created", "failed", "closed"
+
+# Open tasks and auto-closed ones, with their alert's rule and what each sink already holds.
+SINK_TASKS_SQL = """
+SELECT t.*, r.rule_id FROM actions.tasks t
+JOIN (SELECT alert_id, any_value(rule_id) AS rule_id FROM analytics.alert_events
+      WHERE alert_id IN (SELECT alert_id FROM actions.tasks) GROUP BY alert_id) r USING (alert_id)
+WHERE t.status IN ('open', ?)
+ORDER BY t.due_date, t.task_id
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkWork:
+    """One call to make: `create` a task in a sink, or `close` the remote task it holds."""
+
+    action: str  # create | close
+    sink: str
+    task: dict
+    remote_id: str | None = None
+
+
+@dataclasses.dataclass
+class SinkCounts:
+    created: int = 0
+    closed: int = 0
+    failed: int = 0
+    already: int = 0
+
+
+def plan_task_sinks(con, config: TaskSinksConfig) -> tuple[list[SinkWork], int]:
+    """What to send: each open task to each sink of its rule without a `created` record, and a
+    close for each `done` task a sink holds as `created`; and how many are already in place."""
+    if not table_exists(con, "analytics", "alert_events"):
+        return [], 0
+    tasks = query(con, SINK_TASKS_SQL, [CLOSED_TASK_STATUS])
+    records = {
+        (r[0], r[1]): (r[2], r[3])
+        for r in con.execute("SELECT task_id, sink, status, remote_id FROM actions.task_sinks").fetchall()
+    }
+    work: list[SinkWork] = []
+    already = 0
+    for task in tasks.iter_rows(named=True):
+        for sink in config.sink_names(task["rule_id"]):
+            status, remote_id = records.get((task["task_id"], sink), (None, None))
+            if task["status"] == "open":
+                if status in (SINK_CREATED, SINK_CLOSED):
+                    already += 1
+                else:
+                    work.append(SinkWork("create", sink, task))
+            elif status == SINK_CREATED and remote_id:
+                work.append(SinkWork("close", sink, task, remote_id))
+    return work, already
+
+
+def record_task_sink(
+    con, task: dict, sink: str, status: str, remote_id: str | None = None, url: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Upsert a task's record for one sink; each call is one more attempt. A failed close keeps
+    the record `created` (with the reason) so the next run closes it again."""
+    con.execute(
+        """INSERT INTO actions.task_sinks (task_id, alert_id, sink, remote_id, url, status, reason, attempts, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+           ON CONFLICT (task_id, sink) DO UPDATE SET
+             remote_id = coalesce(excluded.remote_id, actions.task_sinks.remote_id),
+             url = coalesce(excluded.url, actions.task_sinks.url),
+             status = excluded.status, reason = excluded.reason,
+             attempts = actions.task_sinks.attempts + 1, updated_at = excluded.updated_at""",
+        [task["task_id"], task["alert_id"], sink, remote_id, url, status, reason, _now()],
+    )
+
+
+def sync_sinks(connect, config: TaskSinksConfig, log=None) -> SinkCounts:
+    """Create and close the tasks of `plan_task_sinks`. The warehouse is closed while a sink is
+    asked (an HTTP call may retry for minutes) and reopened to record each outcome; a failure is
+    recorded with its reason and tried again next run (`create` is idempotent on the remote side)."""
+    counts = SinkCounts()
+    with connect() as con:
+        ensure_actions_tables(con)
+        work, counts.already = plan_task_sinks(con, config)
+    for item in work:
+        sink = config.sink(item.sink)
+        try:
+            if item.action == "create":
+                remote = sink.create(TaskRequest.from_task_row(item.task))
+            else:
+                sink.close(item.remote_id, CLOSED_TASK_STATUS)
+        except Exception as error:  # noqa: BLE001 - one sink's failure never stops the others (nor Slack)
+            reason = str(error) if isinstance(error, SinkError) else f"{item.sink} sink: {type(error).__name__}: {error}"
+            counts.failed += 1
+            if log is not None:
+                log.warning(f"{item.task['task_id']} {item.action} in {item.sink}: {reason}")
+            with connect() as con:
+                if item.action == "create":
+                    record_task_sink(con, item.task, item.sink, SINK_FAILED, reason=reason)
+                else:
+                    record_task_sink(con, item.task, item.sink, SINK_CREATED, reason=f"close failed: {reason}")
+            continue
+        with connect() as con:
+            if item.action == "create":
+                counts.created += 1
+                record_task_sink(con, item.task, item.sink, SINK_CREATED, remote.remote_id, remote.url)
+            else:
+                counts.closed += 1
+                record_task_sink(con, item.task, item.sink, SINK_CLOSED, reason=f"closed as {CLOSED_TASK_STATUS}")
+    return counts
+
+
+@dg.op(
+    ins={"resolved_closed": dg.In(int)},
+    pool=POOL,
+    description="Create each open task in the task sinks its rule maps to (Salesforce, HubSpot, webhook) and close "
+    "the remote tasks of auto-closed alerts; outcomes in actions.task_sinks, failures retried next run.",
+)
+def sync_task_sinks(
+    context: dg.OpExecutionContext, resolved_closed: int, warehouse: WarehouseResource, cs_config: PipelineConfig,
+    task_sinks: TaskSinksResource,
+) -> dg.Output[int]:
+    try:
+        config = task_sinks.config(set(cs_config.rules().by_id))
+    except (ConfigError, SinkError) as error:
+        raise dg.Failure(description=f"task sinks: {error}") from error
+    if config is None or not config.sinks:
+        context.log.info("task sinks: none configured; tasks stay in actions.tasks")
+        return dg.Output(0, metadata={"created": 0, "closed": 0, "failed": 0, "skipped": "no task sinks configured"})
+    counts = sync_sinks(warehouse.connect, config, context.log)
+    context.log.info(
+        f"task sinks: {counts.created} created, {counts.closed} closed, {counts.failed} failed, "
+        f"{counts.already} already there"
+    )
+    if counts.failed and context.run.run_id and context.instance:  # the sensor's retry tries them again
+        run = context.instance.get_run_by_id(context.run.run_id)
+        before = int((run.tags if run else {}).get(FAILED_TAG, "0") or 0)
+        context.instance.add_run_tags(context.run.run_id, {FAILED_TAG: str(before + counts.failed)})
+    return dg.Output(
+        counts.created,
+        metadata={"created": counts.created, "closed": counts.closed, "failed": counts.failed, "already_there": counts.already},
+    )
+
+
 @dg.job(
     description="Create the task and send the Slack message of every live alert, and close the resolved ones; "
     "safe to re-run at any time.",
     tags={"cs_pipeline/kind": "dispatch"},
 )
 def dispatch_alerts():
-    close_resolved(send_notifications(create_tasks()))
+    # The task sinks go last: Slack never waits for a CRM, and a task auto-closed in this run is
+    # closed in its sinks in this run too.
+    sync_task_sinks(close_resolved(send_notifications(create_tasks())))

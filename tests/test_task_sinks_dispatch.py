@@ -1,0 +1,252 @@
+"""The dispatch job's task sinks: each live alert's task created once in the sinks its rule maps to
+(loopback Salesforce and a signed-webhook receiver), failures retried, auto-closed tasks closed."""
+
+import datetime as dt
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cs_pipeline import cli
+from cs_pipeline.jobs import dispatch
+from cs_pipeline.logic.config import ConfigError
+from cs_pipeline.sinks.config import TaskSinksConfig, TaskSinksResource
+from cs_pipeline.sinks.webhook import verify
+from tests.support import planted
+from tests.support.crm_servers import SalesforceCrmServer, WebhookReceiver
+from tests.support.pipeline import planted_pipeline
+
+FAST = "timeout_seconds: 2\n    retry_max_seconds: 2\n    backoff_seconds: 0.01"
+USERS = [
+    {"Id": "005000000000001AAA", "Email": "ana@example.com", "IsActive": True, "Name": "Ana"},
+    {"Id": "005000000000002AAA", "Email": "ben@example.com", "IsActive": True, "Name": "Ben"},
+]
+# The planted accounts' ids are their CRM ids (the default): the org has them as Accounts.
+ACCOUNTS = [{"Id": account_id, "Name": account_id} for account_id in planted.ACCOUNTS]
+RULES = ["no_login_20d", "low_health_day_90", "health_drop", "renewal_at_risk", "upsell_ready", "nps_detractor",
+         "ticket_surge", "onboarding_checkin"]
+
+
+def sinks_yaml(salesforce: SalesforceCrmServer, receiver: WebhookReceiver, rules: str) -> str:
+    return f"""sinks:
+  crm:
+    type: salesforce
+    instance_url: {salesforce.url}
+    token_env: SF_TOKEN
+    {FAST}
+  hooks:
+    type: webhook
+    url: {receiver.hook_url}
+    secret_env: HOOK_SECRET
+    {FAST}
+rules:
+{rules}
+"""
+
+
+@pytest.fixture
+def crm(monkeypatch):
+    with SalesforceCrmServer(users=USERS, accounts=ACCOUNTS, retry_after="0") as salesforce, WebhookReceiver() as receiver:
+        monkeypatch.setenv("SF_TOKEN", salesforce.token)
+        monkeypatch.setenv("HOOK_SECRET", receiver.secret)
+        yield salesforce, receiver
+
+
+def records(sql, query: str = "SELECT task_id, sink, status, remote_id, reason, attempts FROM actions.task_sinks"):
+    return {(r[0], r[1]): r[2:] for r in sql(query)}
+
+
+@pytest.mark.e2e
+def test_dispatch_creates_each_mapped_task_once_retries_a_failure_and_leaves_unmapped_rules_alone(tmp_path, crm, capsys):
+    salesforce, receiver = crm
+    sinks_file = tmp_path / "task_sinks.yaml"
+    sinks_file.write_text(sinks_yaml(salesforce, receiver, '  no_login_20d: [crm, hooks]\n  upsell_ready: [crm]\n  "*": []'))
+    root = tmp_path / "pipeline"
+    root.mkdir()
+    with planted_pipeline(root, {"CS_PIPELINE_TASK_SINKS": str(sinks_file)}) as pipeline:
+        assert pipeline.materialize(planted.FIRST, planted.LAST).success
+
+        # The first dispatch meets a refused Salesforce token once: that task fails, Slack is untouched.
+        salesforce.fail_next(1, "unauthorized")
+        tick = pipeline.tick()
+        first = pipeline.dispatch(tick.run_requests[0].tags)
+        assert first.success
+        tasks = dict(pipeline.sql(
+            "SELECT t.task_id, e.rule_id FROM actions.tasks t JOIN analytics.alert_events e USING (alert_id) "
+            "GROUP BY ALL"))
+        mapped = {t: r for t, r in tasks.items() if r in ("no_login_20d", "upsell_ready")}
+        hooked = {t for t, r in mapped.items() if r == "no_login_20d"}
+        assert hooked and set(mapped) - hooked and set(tasks) - set(mapped)
+        sent = pipeline.sql("SELECT count(*) FROM actions.deliveries WHERE status = 'sent'")[0][0]
+        assert sent == len(tasks)  # every live alert reached Slack
+
+        after_first = records(pipeline.sql)
+        failed = {k: v for k, v in after_first.items() if v[0] == "failed"}
+        assert len(failed) == 1 and next(iter(failed))[1] == "crm"
+        status, remote_id, reason, attempts = next(iter(failed.values()))
+        assert remote_id is None and attempts == 1
+        assert "HTTP 401" in reason and "SF_TOKEN" in reason and salesforce.token not in reason
+        step = [e for e in first.all_node_events if e.step_key == "sync_task_sinks" and e.is_successful_output][0]
+        counts = {k: v.value for k, v in step.event_specific_data.metadata.items()}
+        assert (counts["created"], counts["failed"], counts["closed"]) == (len(mapped) + len(hooked) - 1, 1, 0)
+
+        # The failure asks for a retry run, which creates the task; nothing created before is created again.
+        retry = pipeline.tick()
+        assert [r.tags["cs_pipeline/trigger"] for r in retry.run_requests] == ["retry"]
+        assert pipeline.dispatch(retry.run_requests[0].tags).success
+        final = records(pipeline.sql)
+        assert set(final) == {(t, "crm") for t in mapped} | {(t, "hooks") for t in hooked}
+        assert all(v[0] == "created" and v[1] and v[2] is None for v in final.values())
+        assert final[next(iter(failed))][3] == 2  # two attempts
+        assert len(salesforce.objects["Task"]) == len(mapped)
+        assert {t["CS_Pipeline_Task_Id__c"] for t in salesforce.objects["Task"]} == set(mapped)
+        assert {final[(t["CS_Pipeline_Task_Id__c"], "crm")][1] for t in salesforce.objects["Task"]} == {
+            t["Id"] for t in salesforce.objects["Task"]}
+        assert all(t["WhatId"] in planted.ACCOUNTS and t["Status"] == "Not Started" for t in salesforce.objects["Task"])
+
+        # The webhook got one signed task.created per hooked task, with its playbook.
+        assert [d["event"] for d in receiver.deliveries] == ["task.created"] * len(hooked)
+        assert {d["task"]["task_id"] for d in receiver.deliveries} == hooked
+        assert receiver.rejected == 0
+        for delivery in receiver.deliveries:
+            assert verify(receiver.secret, delivery["body"], delivery["headers"]["X-CS-Pipeline-Signature"])
+            assert delivery["task"]["steps"] and delivery["task"]["title"]
+            assert final[(delivery["task"]["task_id"], "hooks")][1].startswith("wh-")
+
+        # Another dispatch sends nothing new anywhere.
+        posts, requests = len(pipeline.server.messages), len(salesforce.requests)
+        again = pipeline.dispatch({"cs_pipeline/trigger": "manual"})
+        assert again.success
+        assert records(pipeline.sql) == final
+        assert len(salesforce.requests) == requests and len(receiver.deliveries) == len(hooked)
+        assert len(pipeline.server.messages) == posts
+
+        # `cs-pipeline tasks` shows the remote ids: a `remote` list in JSON, a column in the table.
+        capsys.readouterr()
+        assert cli.main(["tasks", "--format", "json"]) == 0
+        listed = {t["task_id"]: t for t in json.loads(capsys.readouterr().out)}
+        assert set(listed) == set(tasks)
+        some = next(iter(hooked))
+        assert {r["sink"]: r["remote_id"] for r in listed[some]["remote"]} == {
+            "crm": final[(some, "crm")][1], "hooks": final[(some, "hooks")][1]}
+        assert all(listed[t]["remote"] == [] for t in set(tasks) - set(mapped))
+        assert set(listed[some]) == {*cli.TASK_FIELDS, "remote"}
+        assert cli.main(["tasks"]) == 0
+        table = capsys.readouterr().out
+        assert "remote" in table.splitlines()[0] and f"crm:{final[(some, 'crm')][1]}" in table
+
+
+@contextmanager
+def _opener(path: Path):
+    con = duckdb.connect(str(path))
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def test_an_auto_closed_task_is_closed_in_its_sinks_once(tmp_path, crm):
+    salesforce, receiver = crm
+    config_file = tmp_path / "task_sinks.yaml"
+    config_file.write_text(sinks_yaml(salesforce, receiver, '  "*": [crm, hooks]'))
+    config = TaskSinksResource(config_file=str(config_file)).config(RULES)
+    path = tmp_path / "w.duckdb"
+    with _opener(path) as con:
+        dispatch.ensure_actions_tables(con)
+        _closing_warehouse(con)
+    connect = lambda: _opener(path)  # noqa: E731
+
+    counts = dispatch.sync_sinks(connect, config)
+    assert (counts.created, counts.closed, counts.failed) == (6, 0, 0)  # 3 open tasks x 2 sinks
+
+    # 04-29 and 04-30 are evaluated: a1 is no longer open, close_resolved marks its task done.
+    from cs_pipeline import settings
+    from cs_pipeline.resources.config import PipelineConfig
+
+    rules = PipelineConfig(config_dir=str(settings.SHIPPED_CONFIG_DIR))
+    with _opener(path) as con:
+        assert dispatch.close_resolved_alerts(con, dt.date(2025, 4, 28), rules) == []  # a1, a2 seen open
+        con.execute("INSERT INTO analytics.alert_evaluated_days VALUES ('2025-04-29'), ('2025-04-30')")
+        closed = dispatch.close_resolved_alerts(con, dt.date(2025, 4, 30), rules)
+        assert [m.alert_id for m in closed] == ["a1"]
+    counts = dispatch.sync_sinks(connect, config)
+    assert (counts.created, counts.closed, counts.failed, counts.already) == (0, 2, 0, 4)
+    with _opener(path) as con:
+        rows = dict(((r[0], r[1]), r[2]) for r in con.execute("SELECT task_id, sink, status FROM actions.task_sinks").fetchall())
+        remote = con.execute("SELECT remote_id FROM actions.task_sinks WHERE task_id = 'ta1' AND sink = 'crm'").fetchone()[0]
+    assert rows == {("ta1", "crm"): "closed", ("ta1", "hooks"): "closed", ("ta2", "crm"): "created",
+                    ("ta2", "hooks"): "created", ("ta4", "crm"): "created", ("ta4", "hooks"): "created"}
+    assert salesforce.record("Task", remote)["Status"] == "Completed"
+    assert [d["task"]["outcome"] for d in receiver.deliveries if d["event"] == "task.closed"] == ["done"]
+    again = dispatch.sync_sinks(connect, config)
+    assert (again.created, again.closed, again.failed) == (0, 0, 0)
+
+
+def test_a_failed_close_is_kept_created_and_tried_again(tmp_path, crm):
+    salesforce, receiver = crm
+    config_file = tmp_path / "task_sinks.yaml"
+    config_file.write_text(sinks_yaml(salesforce, receiver, '  no_login_20d: [crm]'))
+    config = TaskSinksConfig.load(config_file, RULES)
+    path = tmp_path / "w.duckdb"
+    with _opener(path) as con:
+        dispatch.ensure_actions_tables(con)
+        _closing_warehouse(con)
+    connect = lambda: _opener(path)  # noqa: E731
+    assert dispatch.sync_sinks(connect, config).created == 3
+    with _opener(path) as con:
+        con.execute("UPDATE actions.tasks SET status = 'done' WHERE task_id = 'ta2'")
+    salesforce.fail_next(1, "forbidden")
+    counts = dispatch.sync_sinks(connect, config)
+    assert (counts.closed, counts.failed) == (0, 1)
+    with _opener(path) as con:
+        status, reason = con.execute("SELECT status, reason FROM actions.task_sinks WHERE task_id = 'ta2'").fetchone()
+    assert status == "created" and reason.startswith("close failed:") and "403" in reason
+    assert dispatch.sync_sinks(connect, config).closed == 1
+
+
+def test_without_a_sinks_file_nothing_is_configured():
+    assert TaskSinksResource().config(RULES) is None
+
+
+def test_a_bad_sinks_file_names_its_file_and_line(tmp_path, crm):
+    salesforce, receiver = crm
+    bad = tmp_path / "task_sinks.yaml"
+    bad.write_text(sinks_yaml(salesforce, receiver, "  no_login_20d: [crm, slack]"))
+    with pytest.raises(ConfigError) as error:
+        TaskSinksConfig.load(bad, RULES)
+    assert str(error.value).startswith(f"{bad}:17: rules.no_login_20d[1]: unknown sink 'slack'")
+    assert "valid choices: crm, hooks" in str(error.value)
+
+    bad.write_text(sinks_yaml(salesforce, receiver, "  no_such_rule: [crm]"))
+    with pytest.raises(ConfigError, match=rf"^{bad}:17: rules.no_such_rule: unknown rule id 'no_such_rule'"):
+        TaskSinksConfig.load(bad, RULES)
+    TaskSinksConfig.load(bad)  # without the rules, rule ids are not checked
+
+    bad.write_text(sinks_yaml(salesforce, receiver, "  '*': [crm]").replace("token_env: SF_TOKEN", "token_envv: SF_TOKEN"))
+    with pytest.raises(ConfigError, match=rf"^{bad}:5: sinks.crm.token_envv: unknown field"):
+        TaskSinksConfig.load(bad, RULES)
+
+
+def _closing_warehouse(c) -> None:
+    """As in test_dispatch: a1 (sent) open 04-27..04-28, a2 (sent) open to 04-30, a4 (sent) on 04-29 only;
+    days up to 04-28 evaluated. Each has an open task (with a title, steps and a due date)."""
+    c.execute("CREATE SCHEMA analytics")
+    c.execute("""CREATE TABLE analytics.alert_events (alert_id VARCHAR, rule_id VARCHAR, account_id VARCHAR,
+                 account_name VARCHAR, segment VARCHAR, owner_email VARCHAR, episode_start DATE, partition_date DATE)""")
+    for alert_id, first, last in (("a1", "2025-04-27", "2025-04-28"), ("a2", "2025-04-27", "2025-04-30"),
+                                  ("a4", "2025-04-29", "2025-04-29")):
+        for day in ("2025-04-27", "2025-04-28", "2025-04-29", "2025-04-30"):
+            if first <= day <= last:
+                c.execute("INSERT INTO analytics.alert_events VALUES (?, 'no_login_20d', 'acc_nologin', 'Acme', 'smb', "
+                          "'ana@example.com', '2025-04-27', ?)", [alert_id, day])
+    c.execute("CREATE TABLE analytics.alert_evaluated_days AS SELECT DATE '2025-04-28' AS partition_date")
+    for alert_id in ("a1", "a2", "a4"):
+        c.execute("INSERT INTO actions.deliveries (alert_id, notification_number, status) VALUES (?, 1, 'sent')", [alert_id])
+        c.execute(
+            "INSERT INTO actions.tasks (task_id, alert_id, account_id, owner_email, title, steps, due_date, priority, status) "
+            "VALUES (?, ?, 'acc_nologin', 'ana@example.com', 'Call Acme', '[\"Review usage\", \"Call\"]', '2025-05-05', "
+            "'high', 'open')",
+            [f"t{alert_id}", alert_id],
+        )
