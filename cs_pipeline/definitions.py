@@ -5,7 +5,7 @@
                       marts.fct_user_daily_activity (daily)
     → polars (daily)  account_daily_usage → account_health → alerts
                                             account_health → crm_writeback (CRM account fields)
-    → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack)
+    → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks)
 
     daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
