@@ -25,11 +25,10 @@ import re
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import JsonHandler, LoopbackServer
 
 FAULT_KINDS = ("rate_limited", "server_error", "timeout", "unauthorized", "forbidden")
 FAULT_STATUS = {"rate_limited": 429, "server_error": 500, "unauthorized": 401, "forbidden": 403}
@@ -111,14 +110,9 @@ class FakeApi(LoopbackServer):
             self.requests.append({"path": path, "query": query, "outcome": outcome, "method": method, "body": body})
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     api: FakeApi
-    timeout = 10  # a client that stops sending cannot hold a thread for ever
-    protocol_version = "HTTP/1.1"
     wbufsize = 64 * 1024  # headers and body leave in one write (no Nagle/delayed-ACK stall per answer)
-
-    def log_message(self, format, *args):
-        pass
 
     def do_GET(self):
         self._serve("GET")
@@ -161,15 +155,6 @@ class _Handler(BaseHTTPRequestHandler):
         log(status)
         return self._reply(status, body)
 
-    def _reply(self, status: int, payload: Any, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
 
 
 def _bearer(headers) -> str | None:

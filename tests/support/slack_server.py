@@ -25,10 +25,9 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import JsonHandler, LoopbackServer
 
 FAULT_KINDS = ("rate_limited", "server_error", "drop_after_accept", "drop_before_accept", "timeout")
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -278,13 +277,8 @@ ROUTES = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     slack: SlackServer
-    timeout = 10  # a client that stops sending cannot hold a thread for ever
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # noqa: A002 - quiet: tests read server.requests instead
-        pass
 
     def do_GET(self):
         self._serve()
@@ -339,15 +333,6 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-OAuth-Scopes": "chat:write,users:read,users:read.email"}
         return self._reply(200, answer, headers)
 
-    def _reply(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
 
     def _drop(self) -> None:
         """Close the connection without a byte of answer, as a dropped network would."""
