@@ -189,8 +189,8 @@ def query(warehouse: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-def daily_vars(min_date: str, max_date: str) -> str:
-    return f"{{min_date: {min_date}, max_date: {max_date}}}"
+def daily_vars(min_date: str, max_date: str, events: str = "[login, report.created]") -> str:
+    return f"{{min_date: {min_date}, max_date: {max_date}, product_events: {events}}}"
 
 
 # --- the snapshot part: dbt build --exclude tag:daily ------------------------------------------
@@ -331,9 +331,24 @@ def activity(warehouse: Path) -> list[tuple]:
     )
 
 
+def account_activity(warehouse: Path) -> list[tuple]:
+    return query(
+        warehouse,
+        "select activity_date, account_id, active_users, logins, events, events_login, events_report_created"
+        " from marts.fct_account_daily_activity order by all",
+    )
+
+
+def monthly_activity(warehouse: Path) -> list[tuple]:
+    return query(
+        warehouse, "select activity_month, account_id, user_id, active_days from marts.fct_user_monthly_activity order by all"
+    )
+
+
 @pytest.fixture(scope="module")
 def daily_runs(built) -> dict[str, list[tuple]]:
-    """Runs the daily models a few times on the built warehouse; the rows after each run."""
+    """Runs the daily models a few times on the built warehouse; the rows after each run
+    (`name` for fct_user_daily_activity, `name/accounts` and `name/months` for the others)."""
     warehouse, work, _ = built
     snapshots: dict[str, list[tuple]] = {}
 
@@ -343,6 +358,8 @@ def daily_runs(built) -> dict[str, list[tuple]]:
         assert result.success, node_statuses(result)
         assert set(node_statuses(result).values()) <= {"success", "pass"}
         snapshots[name] = activity(warehouse)
+        snapshots[name + "/accounts"] = account_activity(warehouse)
+        snapshots[name + "/months"] = monthly_activity(warehouse)
 
     daily("first", "2025-01-01", "2025-01-02")
     daily("again", "2025-01-01", "2025-01-02")
@@ -377,6 +394,30 @@ def test_daily_activity_run_keeps_days_outside_its_range(daily_runs):
     assert daily_runs["reloaded"] == [
         row for row in daily_runs["next_day"] if row != (D(2025, 1, 2), "A1", "U1", "login", 1)
     ]
+
+
+def test_account_daily_activity_sums_the_users_rows_of_each_day(daily_runs):
+    assert daily_runs["first/accounts"] == [
+        # day, account, active users, logins, events, events_login, events_report_created
+        (D(2025, 1, 1), "A1", 2, 3, 4, 3, 1),
+        (D(2025, 1, 2), "A1", 1, 1, 1, 1, 0),
+        (D(2025, 1, 2), "A2", 1, 0, 1, 0, 0),
+    ]
+    assert daily_runs["again/accounts"] == daily_runs["first/accounts"]
+    assert daily_runs["reloaded/accounts"] == [
+        (D(2025, 1, 1), "A1", 2, 3, 4, 3, 1),
+        (D(2025, 1, 2), "A2", 1, 0, 1, 0, 0),
+        (D(2025, 1, 3), "A1", 1, 1, 1, 1, 0),
+    ]
+
+
+def test_user_monthly_activity_keeps_one_bit_per_active_day(daily_runs):
+    jan = D(2025, 1, 1)
+    assert daily_runs["first/months"] == [(jan, "A1", "U1", 0b11), (jan, "A1", "U2", 0b1), (jan, "A2", "U3", 0b10)]
+    assert daily_runs["again/months"] == daily_runs["first/months"]
+    # Day 3 adds its bit and keeps days 1-2; re-running day 2 without U1's event clears only that bit.
+    assert daily_runs["next_day/months"] == [(jan, "A1", "U1", 0b111), (jan, "A1", "U2", 0b1), (jan, "A2", "U3", 0b10)]
+    assert daily_runs["reloaded/months"] == [(jan, "A1", "U1", 0b101), (jan, "A1", "U2", 0b1), (jan, "A2", "U3", 0b10)]
 
 
 def test_events_view_dedups_and_pushes_the_day_filter_into_the_scan(warehouse, daily_runs):

@@ -20,6 +20,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from cs_pipeline import settings
 from cs_pipeline.partitions import daily_partitions, range_backfill, run_dates
+from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.warehouse import POOL
 
 # dbt is called as a subprocess: it must be found next to this interpreter even when the virtual
@@ -102,8 +103,10 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     pool=POOL,
     name="dbt_daily_models",
 )
-def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Event staging and per-user daily activity, for exactly the run's days."""
+def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, cs_config: PipelineConfig):
+    """Event staging and the daily activity marts, for exactly the run's days; the health
+    model's product events get their own count columns in fct_account_daily_activity."""
     start, end = run_dates(context)
-    dbt_vars = {"min_date": start.isoformat(), "max_date": end.isoformat()}
+    events = list(dict.fromkeys(cs_config.health_model().product.events))
+    dbt_vars = {"min_date": start.isoformat(), "max_date": end.isoformat(), "product_events": events}
     yield from build(dbt, ["build", "--vars", json.dumps(dbt_vars)], context)

@@ -6,13 +6,48 @@ import datetime as dt
 import dagster as dg
 
 from cs_pipeline.assets.common import daily_asset, table_preview
-from cs_pipeline.logic.usage import WINDOWS, account_daily_usage as compute_usage
+from cs_pipeline.logic.config import event_column
+from cs_pipeline.logic.usage import WINDOWS, account_daily_usage as compute_usage, month_start
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_date_range
 
 TABLE = "analytics.account_daily_usage"
+ACCOUNT_DAYS = "marts.fct_account_daily_activity"
+USER_MONTHS = "marts.fct_user_monthly_activity"
 LOOKBACK = max(WINDOWS) - 1
+
+
+def _check_event_columns(con, columns: list[str], first: dt.date, end: dt.date) -> None:
+    """Every product event of the health model has its count column, filled on every day read.
+
+    dbt adds the column of an event added to the health model on its next run; the days built
+    before hold NULL there, and summing them as zeros would understate the 30-day counts."""
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'marts' "
+            "AND table_name = 'fct_account_daily_activity'"
+        ).fetchall()
+    }
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise dg.Failure(
+            f"{ACCOUNT_DAYS} has no column {', '.join(missing)} for the health model's product events: "
+            "materialize dbt_daily_models for these days first"
+        )
+    if not columns:
+        return
+    unfilled = con.execute(
+        f"SELECT min(activity_date), max(activity_date) FROM {ACCOUNT_DAYS} WHERE activity_date BETWEEN ? AND ? AND ("
+        + " OR ".join(f"{c} IS NULL" for c in columns) + ")",
+        [first, end],
+    ).fetchone()
+    if unfilled and unfilled[0] is not None:
+        raise dg.Failure(
+            f"{ACCOUNT_DAYS} was built for {unfilled[0]} .. {unfilled[1]} before a product event was added to the "
+            f"health model ({', '.join(columns)}): re-run dbt_daily_models (and this asset) for those days"
+        )
 
 
 @daily_asset(
@@ -20,10 +55,13 @@ LOOKBACK = max(WINDOWS) - 1
     "figures, days since last login, license activation, deployment and utilization rates.",
     group_name="analytics",
     deps=[
-        dg.AssetDep(
-            dg.AssetKey(["marts", "fct_user_daily_activity"]),
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK, allow_nonexistent_upstream_partitions=True),
-        ),
+        *[
+            dg.AssetDep(
+                dg.AssetKey(["marts", mart]),
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK, allow_nonexistent_upstream_partitions=True),
+            )
+            for mart in ("fct_account_daily_activity", "fct_user_monthly_activity")
+        ],
         dg.AssetKey(["marts", "dim_accounts"]),
         dg.AssetKey(["staging", "stg_raw__users"]),
     ],
@@ -31,26 +69,38 @@ LOOKBACK = max(WINDOWS) - 1
 def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_config: PipelineConfig) -> dg.MaterializeResult:
     start, end = run_dates(context)
     model = cs_config.health_model()
+    first = start - dt.timedelta(days=LOOKBACK)
+    event_columns = [event_column(e) for e in dict.fromkeys(model.product.events)]
     with warehouse.connect() as con:
         accounts = query(con, "SELECT account_id, licenses FROM marts.dim_accounts")
         users = query(con, "SELECT account_id, created_at, activated_at, deactivated_at FROM staging.stg_raw__users")
-        activity = query(
+        _check_event_columns(con, event_columns, first, end)
+        account_days = query(
             con,
-            "SELECT activity_date, account_id, user_id, event, event_count FROM marts.fct_user_daily_activity "
-            "WHERE activity_date BETWEEN ? AND ?",
-            [start - dt.timedelta(days=LOOKBACK), end],
+            "SELECT activity_date, account_id, active_users, logins, events"
+            + "".join(f", {c}" for c in event_columns)
+            + f" FROM {ACCOUNT_DAYS} WHERE activity_date BETWEEN ? AND ?",
+            [first, end],
         )
-        # Days with a login in the run, plus each account's last login before it: enough for the
-        # as-of join, and it does not grow with the history kept.
+        user_months = query(
+            con,
+            f"SELECT activity_month, account_id, user_id, active_days FROM {USER_MONTHS} "
+            "WHERE activity_month BETWEEN ? AND ? AND active_days <> 0",
+            [month_start(first), month_start(end)],
+        )
+        # Days with a login in the run, plus each account's last login before it (one narrow
+        # row per account and day of history: the only read that grows with the days kept).
         login_days = query(
             con,
-            "SELECT DISTINCT account_id, activity_date FROM marts.fct_user_daily_activity "
-            "WHERE event = 'login' AND activity_date BETWEEN ? AND ? "
-            "UNION ALL SELECT account_id, max(activity_date) FROM marts.fct_user_daily_activity "
-            "WHERE event = 'login' AND activity_date < ? GROUP BY account_id",
+            f"SELECT account_id, activity_date FROM {ACCOUNT_DAYS} WHERE logins > 0 AND activity_date BETWEEN ? AND ? "
+            f"UNION ALL SELECT account_id, max(activity_date) FROM {ACCOUNT_DAYS} "
+            "WHERE logins > 0 AND activity_date < ? GROUP BY account_id",
             [start, end, start],
         )
-        usage = compute_usage(days(start, end), accounts, users, activity, login_days, model.product.events, model.product.key_features)
+        usage = compute_usage(
+            days(start, end), accounts, users, account_days, user_months, login_days,
+            model.product.events, model.product.key_features,
+        )
         replace_date_range(con, TABLE, usage, start, end)
     context.log.info(f"{TABLE}: {usage.height} rows for {start} .. {end}")
     return dg.MaterializeResult(
@@ -59,7 +109,8 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
             "table": TABLE,
             "days": (end - start).days + 1,
             "accounts": accounts.height,
-            "activity_rows_read": activity.height,
+            "account_day_rows_read": account_days.height,
+            "user_month_rows_read": user_months.height,
             "preview": table_preview(usage.filter(usage["partition_date"] == end)),
         }
     )

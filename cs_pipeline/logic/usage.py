@@ -1,8 +1,16 @@
 """Per-account daily usage (CONTRACT.md §2, `account_daily_usage`), as polars expressions.
 
-Rolling 7- and 30-day figures are built from the per-user daily aggregates that dbt keeps
-(`marts.fct_user_daily_activity`), never by rescanning raw events, so a day's cost does not grow
-with the history kept. Every figure is "as of the end of D": nothing after D is used.
+Everything is built from two small daily marts that dbt keeps, never by rescanning raw events
+or per-user rows, so a day's cost does not grow with the history kept:
+
+- `marts.fct_account_daily_activity`: per account and day, active users, logins, events and a
+  count per product event. A day's figures are its row; the 7- and 30-day sums add up 7 or 30
+  rows per account.
+- `marts.fct_user_monthly_activity`: per user and month, a bitmask of the days with activity.
+  Distinct active users over a window are the users with a bit set inside it, in at most two
+  months: one row per user instead of one per user, day and event.
+
+Every figure is "as of the end of D": nothing after D is used.
 """
 
 from __future__ import annotations
@@ -22,30 +30,41 @@ def _end_of(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day + DAY, dt.time())
 
 
-def _daily_figures(activity: pl.LazyFrame, events: Sequence[str]) -> pl.LazyFrame:
-    """Per account and day: active users, logins, events and one count per configured event."""
-    return activity.group_by("activity_date", "account_id").agg(
-        pl.col("user_id").n_unique().alias("active_users"),
-        pl.col("event_count").filter(pl.col("event") == "login").sum().alias("logins"),
-        pl.col("event_count").sum().alias("events"),
-        *[pl.col("event_count").filter(pl.col("event") == e).sum().alias(event_column(e)) for e in events],
+def month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def window_bits(month: dt.date, first: dt.date, last: dt.date) -> int:
+    """The bits of `fct_user_monthly_activity.active_days` for the days of [first, last] in `month`."""
+    next_month = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    lo, hi = max(first, month), min(last, next_month - DAY)
+    if lo > hi:
+        return 0
+    return ((1 << (hi.day - lo.day + 1)) - 1) << (lo.day - 1)
+
+
+def _window_sums(account_days: pl.LazyFrame, day: dt.date, days: int, events: Sequence[str]) -> pl.LazyFrame:
+    """Logins, events (and, over 30 days, each product event) summed over the `days` days to D."""
+    suffix = f"_{days}d"
+    per_event = [event_column(e) for e in events] if days == 30 else []
+    return (
+        account_days.filter(pl.col("activity_date").is_between(day - dt.timedelta(days=days - 1), day))
+        .group_by("account_id")
+        .agg(pl.col(c).sum().alias(c + suffix) for c in ["logins", "events", *per_event])
     )
 
 
-def _window_figures(activity: pl.LazyFrame, day: dt.date, days: int, events: Sequence[str]) -> pl.LazyFrame:
-    """Figures over the `days` days to D: distinct users need the per-user rows, sums do not."""
-    window = activity.filter(pl.col("activity_date").is_between(day - dt.timedelta(days=days - 1), day))
-    suffix = f"_{days}d"
-    per_event = [
-        pl.col("event_count").filter(pl.col("event") == e).sum().alias(event_column(e) + suffix)
-        for e in events
-        if days == 30
-    ]
-    return window.group_by("account_id").agg(
-        pl.col("user_id").n_unique().alias("active_users" + suffix),
-        pl.col("event_count").filter(pl.col("event") == "login").sum().alias("logins" + suffix),
-        pl.col("event_count").sum().alias("events" + suffix),
-        *per_event,
+def _window_users(user_months: pl.LazyFrame, day: dt.date, days: int) -> pl.LazyFrame:
+    """Distinct users with activity in the `days` days to D: a bit inside the window in either month."""
+    first = day - dt.timedelta(days=days - 1)
+    months = sorted({month_start(first), month_start(day)})
+    bits = pl.lit(0, pl.Int64)
+    for month in reversed(months):
+        bits = pl.when(pl.col("activity_month") == month).then(pl.lit(window_bits(month, first, day), pl.Int64)).otherwise(bits)
+    return (
+        user_months.filter(pl.col("activity_month").is_in(months) & ((pl.col("active_days") & bits) != 0))
+        .group_by("account_id")
+        .agg(pl.col("user_id").n_unique().cast(pl.Int64).alias(f"active_users_{days}d"))
     )
 
 
@@ -66,16 +85,18 @@ def _one_day(
     day: dt.date,
     accounts: pl.LazyFrame,
     users: pl.LazyFrame,
-    activity: pl.LazyFrame,
-    daily: pl.LazyFrame,
+    account_days: pl.LazyFrame,
+    user_months: pl.LazyFrame,
     events: Sequence[str],
 ) -> pl.LazyFrame:
+    day_columns = ["active_users", "logins", "events", *[event_column(e) for e in events]]
     frame = accounts.with_columns(pl.lit(day).alias("partition_date"))
     frame = frame.join(
-        daily.filter(pl.col("activity_date") == day).drop("activity_date"), on="account_id", how="left"
+        account_days.filter(pl.col("activity_date") == day).select("account_id", *day_columns), on="account_id", how="left"
     )
     for days in WINDOWS:
-        frame = frame.join(_window_figures(activity, day, days, events), on="account_id", how="left")
+        frame = frame.join(_window_users(user_months, day, days), on="account_id", how="left")
+        frame = frame.join(_window_sums(account_days, day, days, events), on="account_id", how="left")
     return frame.join(_seats(users, day), on="account_id", how="left")
 
 
@@ -120,7 +141,8 @@ def account_daily_usage(
     dates: Sequence[dt.date],
     accounts: pl.DataFrame,
     users: pl.DataFrame,
-    activity: pl.DataFrame,
+    account_days: pl.DataFrame,
+    user_months: pl.DataFrame,
     login_days: pl.DataFrame,
     events: Sequence[str],
     key_features: Sequence[str],
@@ -128,16 +150,17 @@ def account_daily_usage(
     """One row per (partition_date, account_id) for every account and every day in `dates`.
 
     `accounts`: account_id, licenses. `users`: account_id, created_at, activated_at,
-    deactivated_at. `activity`: the per-user daily aggregates (activity_date, account_id,
-    user_id, event, event_count) covering at least the 29 days before the first date.
-    `login_days`: (account_id, activity_date) for every day with a login up to the last date.
+    deactivated_at. `account_days`: rows of fct_account_daily_activity (activity_date,
+    account_id, active_users, logins, events, one column per event) covering at least the 29
+    days before the first date. `user_months`: rows of fct_user_monthly_activity
+    (activity_month, account_id, user_id, active_days) for the months of those days.
+    `login_days`: (account_id, activity_date) for every day with a login in `dates`, plus each
+    account's last login before them.
     """
     events = list(dict.fromkeys(events))
     accounts_lf = accounts.lazy().select("account_id", pl.col("licenses").cast(pl.Int64))
-    users_lf = users.lazy()
-    activity_lf = activity.lazy()
-    daily = _daily_figures(activity_lf, events)
-    days = [_one_day(day, accounts_lf, users_lf, activity_lf, daily, events) for day in dates]
+    users_lf, account_days_lf, user_months_lf = users.lazy(), account_days.lazy(), user_months.lazy()
+    days = [_one_day(day, accounts_lf, users_lf, account_days_lf, user_months_lf, events) for day in dates]
     if not days:
         return pl.DataFrame()
     counts = count_columns(events)

@@ -1,0 +1,83 @@
+"""account_daily_usage's figures from the daily marts, on hand-made rows (no warehouse)."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from cs_pipeline.logic.usage import account_daily_usage, window_bits
+
+D = dt.date
+EVENTS = ["login", "report.created"]
+
+
+@pytest.mark.parametrize(
+    ("month", "first", "last", "bits"),
+    [
+        (D(2025, 1, 1), D(2025, 1, 1), D(2025, 1, 1), 0b1),
+        (D(2025, 1, 1), D(2025, 1, 3), D(2025, 1, 5), 0b11100),
+        (D(2025, 1, 1), D(2024, 12, 20), D(2025, 1, 2), 0b11),  # the window starts in December
+        (D(2024, 12, 1), D(2024, 12, 30), D(2025, 1, 2), 0b11 << 29),  # December 30-31
+        (D(2025, 2, 1), D(2025, 1, 1), D(2025, 1, 31), 0),  # no day of the window in February
+        (D(2024, 2, 1), D(2024, 2, 1), D(2024, 2, 29), (1 << 29) - 1),  # a leap February, whole
+    ],
+)
+def test_window_bits_are_the_window_days_of_the_month(month, first, last, bits):
+    assert window_bits(month, first, last) == bits
+
+
+def _account_days(rows):
+    return pl.DataFrame(
+        rows,
+        schema=["activity_date", "account_id", "active_users", "logins", "events", "events_login", "events_report_created"],
+        orient="row",
+    )
+
+
+def _usage(day, account_days, user_months, login_days):
+    accounts = pl.DataFrame({"account_id": ["A1", "A2"], "licenses": [4, 0]})
+    users = pl.DataFrame(
+        {
+            "account_id": ["A1", "A1", "A1", "A2"],
+            "created_at": [dt.datetime(2024, 1, 1)] * 3 + [None],
+            "activated_at": [dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 2), None, None],
+            "deactivated_at": [None, dt.datetime(2025, 2, 4, 12), None, None],
+        }
+    )
+    months = pl.DataFrame(user_months, schema=["activity_month", "account_id", "user_id", "active_days"], orient="row")
+    logins = pl.DataFrame(login_days, schema=["account_id", "activity_date"], orient="row")
+    return account_daily_usage([day], accounts, users, _account_days(account_days), months, logins, EVENTS, ["report.created"])
+
+
+def test_windows_across_a_month_boundary_count_each_user_once():
+    # U1 was active on Jan 10, Jan 30 and Feb 3; U2 on Jan 10 only; on Feb 5 the 7-day window is
+    # Jan 30 .. Feb 5 and the 30-day window Jan 7 .. Feb 5.
+    account_days = [
+        (D(2025, 1, 6), "A1", 1, 1, 1, 1, 0),  # outside both windows
+        (D(2025, 1, 10), "A1", 2, 2, 5, 2, 3),
+        (D(2025, 1, 30), "A1", 1, 0, 2, 0, 2),
+        (D(2025, 2, 3), "A1", 1, 1, 1, 1, 0),
+        (D(2025, 2, 5), "A1", 1, 0, 4, 0, 1),
+    ]
+    user_months = [
+        (D(2025, 1, 1), "A1", "U1", (1 << 5) | (1 << 9) | (1 << 29)),
+        (D(2025, 1, 1), "A1", "U2", 1 << 9),
+        (D(2025, 2, 1), "A1", "U1", (1 << 2) | (1 << 4)),
+    ]
+    login_days = [("A1", D(2025, 2, 3))]
+    usage = _usage(D(2025, 2, 5), account_days, user_months, login_days)
+    a1, a2 = usage.to_dicts()
+    assert {k: a1[k] for k in ("active_users", "events", "events_report_created", "active_users_7d", "logins_7d",
+                                "events_7d", "active_users_30d", "logins_30d", "events_30d",
+                                "events_login_30d", "events_report_created_30d")} == {
+        "active_users": 1, "events": 4, "events_report_created": 1,
+        "active_users_7d": 1, "logins_7d": 1, "events_7d": 7,
+        "active_users_30d": 2, "logins_30d": 3, "events_30d": 12,
+        "events_login_30d": 3, "events_report_created_30d": 6,
+    }
+    assert (a1["last_login_date"], a1["days_since_last_login"]) == (D(2025, 2, 3), 2)
+    # Seats at the end of Feb 5: U2 was deactivated on Feb 4, U3 never activated.
+    assert (a1["assigned_users"], a1["activated_users"], a1["license_activation_rate"]) == (2, 1, 0.25)
+    assert a1["utilization_rate"] == 2.0 and a1["all_key_features_used_30d"] is True
+    # No activity at all: zeros, not nulls; no licenses: no rates.
+    assert (a2["active_users_30d"], a2["events_30d"], a2["last_login_date"], a2["license_activation_rate"]) == (0, 0, None, None)
