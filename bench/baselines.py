@@ -3,7 +3,8 @@
 - `floor`: one hand-written DuckDB query computing the day's per-account figures straight from
   the day's event files: the least work that answers "who did what on D".
 - `pandas_usage_health`: what a team would write instead: account_daily_usage and
-  account_health for the day in pandas, from the same inputs the pipeline's assets read.
+  account_health for the day in pandas, from the same inputs the pipeline's assets read (the
+  daily marts fct_account_daily_activity and fct_user_monthly_activity, the snapshots).
 - `dlt_row_path`: dlt's default path: the same day's (validated) events handed to dlt as Python
   dicts, next to the Arrow path the pipeline uses, on the same rows.
 
@@ -88,27 +89,32 @@ def _dates(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return frame
 
 
-def pandas_usage(day: pd.Timestamp, accounts: pd.DataFrame, users: pd.DataFrame, activity: pd.DataFrame,
-                 login_days: pd.DataFrame, events: list[str], key_features: list[str]) -> pd.DataFrame:
-    """account_daily_usage for one day, written the way a pandas user would."""
+def _window_bits(month: pd.Timestamp, first: pd.Timestamp, last: pd.Timestamp) -> int:
+    """The active_days bits of the days [first, last] that fall in `month` (bit 0 = the 1st)."""
+    lo, hi = max(first, month), min(last, month + pd.offsets.MonthEnd(0))
+    return 0 if lo > hi else ((1 << (hi.day - lo.day + 1)) - 1) << (lo.day - 1)
+
+
+def pandas_usage(day: pd.Timestamp, accounts: pd.DataFrame, users: pd.DataFrame, account_days: pd.DataFrame,
+                 user_months: pd.DataFrame, login_days: pd.DataFrame, events: list[str], key_features: list[str]) -> pd.DataFrame:
+    """account_daily_usage for one day, written the way a pandas user would, from the same marts."""
     events = list(dict.fromkeys(events))
+    event_columns = [_event_column(e) for e in events]
     out = accounts[["account_id", "licenses"]].set_index("account_id")
-    for days, suffix in ((1, ""), (7, "_7d"), (30, "_30d")):
-        window = activity[activity["activity_date"] > day - pd.Timedelta(days=days)]
-        grouped = window.groupby("account_id", observed=True)
-        figures = pd.DataFrame({
-            "active_users" + suffix: grouped["user_id"].nunique(),
-            "events" + suffix: grouped["event_count"].sum(),
-        })
-        by_event = window.groupby(["account_id", "event"], observed=True)["event_count"].sum().unstack(fill_value=0)
-        by_event.columns = by_event.columns.astype(str)
-        figures.index = figures.index.astype(str)
-        by_event.index = by_event.index.astype(str)
-        figures["logins" + suffix] = by_event["login"] if "login" in by_event else 0
-        if days in (1, 30):
-            for e in events:
-                figures[_event_column(e) + suffix] = by_event[e] if e in by_event else 0
-        out = out.join(figures, how="left")
+    today = account_days[account_days["activity_date"] == day].set_index("account_id")
+    out = out.join(today[["active_users", "logins", "events", *event_columns]], how="left")
+    for days in (7, 30):
+        first = day - pd.Timedelta(days=days - 1)
+        window = account_days[account_days["activity_date"] >= first]
+        summed = ["logins", "events", *(event_columns if days == 30 else [])]
+        sums = window.groupby("account_id", observed=True)[summed].sum().add_suffix(f"_{days}d")
+        sums.index = sums.index.astype(str)
+        months = user_months["activity_month"]
+        bits = months.map({m: _window_bits(m, first, day) for m in months.unique()}).astype("int64")
+        active = user_months[(user_months["active_days"] & bits) != 0]
+        users_in_window = active.groupby("account_id", observed=True)["user_id"].nunique().rename(f"active_users_{days}d")
+        users_in_window.index = users_in_window.index.astype(str)
+        out = out.join(users_in_window, how="left").join(sums, how="left")
     end = day + pd.Timedelta(days=1)
     assigned = (users["created_at"].isna() | (users["created_at"] < end)) & (
         users["deactivated_at"].isna() | (users["deactivated_at"] >= end))
@@ -221,10 +227,15 @@ def pandas_usage_health(args: dict, parts: dict) -> dict:
     accounts = _read(con, "SELECT account_id, licenses, name, segment, status, owner_email, plan FROM marts.dim_accounts")
     users = _dates(_read(con, "SELECT account_id, created_at, activated_at, deactivated_at FROM staging.stg_raw__users"),
                    "created_at", "activated_at", "deactivated_at")
-    activity = _dates(_read(con, "SELECT activity_date, account_id, user_id, event, event_count FROM marts.fct_user_daily_activity "
-                                 "WHERE activity_date BETWEEN ? AND ?", [d - dt.timedelta(days=29), d], categorical=True), "activity_date")
-    login_days = _dates(_read(con, "SELECT DISTINCT account_id, activity_date FROM marts.fct_user_daily_activity "
-                                   "WHERE event = 'login' AND activity_date <= ?", [d], categorical=True), "activity_date")
+    event_columns = "".join(f", {_event_column(e)}" for e in dict.fromkeys(model.product.events))
+    account_days = _dates(_read(con, f"SELECT activity_date, account_id, active_users, logins, events{event_columns} "
+                                     "FROM marts.fct_account_daily_activity WHERE activity_date BETWEEN ? AND ?",
+                                [d - dt.timedelta(days=29), d], categorical=True), "activity_date")
+    user_months = _dates(_read(con, "SELECT activity_month, account_id, user_id, active_days FROM marts.fct_user_monthly_activity "
+                                    "WHERE activity_month BETWEEN ? AND ? AND active_days <> 0",
+                               [(d - dt.timedelta(days=29)).replace(day=1), d.replace(day=1)], categorical=True), "activity_month")
+    login_days = _dates(_read(con, "SELECT account_id, activity_date FROM marts.fct_account_daily_activity "
+                                   "WHERE logins > 0 AND activity_date <= ?", [d], categorical=True), "activity_date")
     trend_days = [day - pd.Timedelta(days=30), day - pd.Timedelta(days=7)]
     earlier = _dates(_read(con, "SELECT * FROM analytics.account_daily_usage WHERE partition_date IN (?, ?)",
                            [t.date() for t in trend_days]), "partition_date", "last_login_date")
@@ -237,7 +248,7 @@ def pandas_usage_health(args: dict, parts: dict) -> dict:
     con.close()
     parts["read"] = time.perf_counter() - started
     mark = time.perf_counter()
-    usage = pandas_usage(day, accounts, users, activity, login_days, model.product.events, model.product.key_features)
+    usage = pandas_usage(day, accounts, users, account_days, user_months, login_days, model.product.events, model.product.key_features)
     parts["usage"] = time.perf_counter() - mark
     mark = time.perf_counter()
     both = pd.concat([earlier, usage.drop(columns="licenses")], ignore_index=True)
@@ -249,7 +260,7 @@ def pandas_usage_health(args: dict, parts: dict) -> dict:
             "days_to_renewal", "nps_responses_today"}]
     health[keep].to_parquet(args["out_frame"])
     return {"seconds": seconds, "rows": len(health), "rows_of": "account-days",
-            "extra": {"activity_rows_read": len(activity)}}
+            "extra": {"account_day_rows_read": len(account_days), "user_month_rows_read": len(user_months)}}
 
 
 # --- dlt's row path ----------------------------------------------------------------------------
@@ -290,41 +301,3 @@ def dlt_row_path(args: dict, parts: dict) -> dict:
     return {"seconds": results["rows"], "rows": valid.height, "rows_of": "events (as dicts)",
             "extra": {"arrow_seconds_same_rows": results["arrow"],
                       "arrow_rows_per_s_same_rows": valid.height / results["arrow"]}}
-
-
-# --- a probe for the fix: the usage windows computed where the rows are --------------------------
-
-
-def windows_sql(day: dt.date, events: list[str]) -> str:
-    """account_daily_usage's 1/7/30-day activity figures in one DuckDB query over
-    marts.fct_user_daily_activity: only the per-account result leaves DuckDB."""
-    d = f"DATE '{day.isoformat()}'"
-    columns = []
-    for suffix, since in (("", d), ("_7d", f"{d} - 6"), ("_30d", f"{d} - 29")):
-        when = f"activity_date >= {since}"
-        columns += [f"count(DISTINCT user_id) FILTER (WHERE {when}) AS active_users{suffix}",
-                    f"coalesce(sum(event_count) FILTER (WHERE {when} AND event = 'login'), 0) AS logins{suffix}",
-                    f"coalesce(sum(event_count) FILTER (WHERE {when}), 0) AS events{suffix}"]
-        if suffix != "_7d":
-            columns += [f"coalesce(sum(event_count) FILTER (WHERE {when} AND event = '{e}'), 0) AS {_event_column(e)}{suffix}"
-                        for e in dict.fromkeys(events)]
-    return ("SELECT account_id,\n       " + ",\n       ".join(columns) +
-            f"\nFROM marts.fct_user_daily_activity\nWHERE activity_date BETWEEN {d} - 29 AND {d}\nGROUP BY account_id")
-
-
-def usage_windows_sql(args: dict, parts: dict) -> dict:
-    import duckdb
-    import pyarrow.parquet as pq
-
-    day = dt.date.fromisoformat(args["day"])
-    sql = windows_sql(day, _model().product.events)
-    con = duckdb.connect(str(settings.warehouse_path()), read_only=True)
-    started = time.perf_counter()
-    table = con.execute(sql).fetch_arrow_table()
-    seconds = time.perf_counter() - started
-    rows = con.execute("SELECT count(*) FROM marts.fct_user_daily_activity WHERE activity_date BETWEEN ? AND ?",
-                       [day - dt.timedelta(days=29), day]).fetchone()[0]
-    con.close()
-    pq.write_table(table, args["out_frame"])
-    return {"seconds": seconds, "rows": int(rows), "rows_of": "activity rows (30 days)",
-            "extra": {"accounts": table.num_rows, "sql": sql}}

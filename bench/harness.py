@@ -11,15 +11,14 @@ What it does, in a temporary folder (removed at the end unless --keep):
    and including it are generated.
 2. Set-up, not a result: loads the snapshots with the real assets and the days before D (by
    default their fct_user_daily_activity rows, built by DuckDB from the files with the dbt
-   models' SQL; --history-load pipeline runs ingest + dbt on them), then account_daily_usage for
-   D-30 and D-7, which account_health's trend reads.
+   models' SQL, then the real dbt activity marts on them; --history-load pipeline runs ingest +
+   dbt on them), then account_daily_usage for D-30 and D-7, which account_health's trend reads.
 3. Runs each stage of D in a fresh process (so each peak RSS is its own): ingest (snapshots,
    events), dbt (staging, daily), account_daily_usage, account_health, alerts.
 4. Baselines on the same files and warehouse, each in a fresh process: the floor (one DuckDB query
    over D's event files), pandas (usage + health for D), dlt's row path (a sample of D's events
-   as dicts, and the same rows as Arrow); and a probe (usage's window figures as one DuckDB
-   query). Their figures are checked equal to the pipeline's before any ratio is reported: a
-   mismatch stops the run.
+   as dicts, and the same rows as Arrow). Their figures are checked equal to the pipeline's
+   before any ratio is reported: a mismatch stops the run.
 5. Dispatch: the dispatch job sends --dispatch-alerts live alerts of D to a loopback
    Slack-compatible server that enforces 1 message per second per channel.
 6. D end to end: one `run_pipeline(D, D)` (every asset, then dispatch to the outbox).
@@ -363,18 +362,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "dlt_rows": run_stage(site, "dlt_rows", {**d, "sample": args.row_path_sample, "tmp": str(site.root)}),
     }
     checks = check_baselines(site, day, floor_frame, pandas_frame)
-    print("probe: usage's 1/7/30-day activity figures computed inside DuckDB (the fix measured in BENCHMARKS.md):")
-    probe_frame = site.root / "windows.parquet"
-    probes = {"usage_windows_sql": run_stage(site, "usage_windows_sql", {**d, "out_frame": str(probe_frame)})}
-    pipeline = _pipeline_rows(site, day)
-    _, counts = _usage_columns(site)
-    window_columns = [c for c in counts if c not in ("assigned_users", "activated_users")]
-    import polars as pl
-
-    differences = same_figures(pipeline, pl.read_parquet(probe_frame), window_columns, absent_means_zero=True)
-    if differences:
-        raise AssertionError(f"the windows probe does not compute the pipeline's figures: {differences}")
-    checks["usage_windows_sql"] = {"columns": window_columns, "differences": differences}
     print(f"  checked: the floor's {len(checks['floor']['columns'])} daily figures and pandas' "
           f"{len(checks['pandas']['columns'])} usage and health figures equal the pipeline's for {checks['pandas']['accounts']:,} accounts")
 
@@ -402,7 +389,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "setup": setup,
         "stages": stages,
         "baselines": baselines,
-        "probes": probes,
         "checks": checks,
         "backfill": backfill,
     }
@@ -482,7 +468,6 @@ def comparisons(result: dict[str, Any]) -> dict[str, Any]:
         "ingest_vs_row_path": s["ingest_events"]["rows_per_s"] / b["dlt_rows"]["rows_per_s"],
         "arrow_vs_row_path_same_rows": b["dlt_rows"]["extra"]["arrow_rows_per_s_same_rows"] / b["dlt_rows"]["rows_per_s"],
         "dispatch_alerts_per_s": s["dispatch"]["rows_per_s"],
-        "usage_windows_in_duckdb_s": result["probes"]["usage_windows_sql"]["seconds"],
         "end_to_end_peak_rss_mb": s["daily_end_to_end"]["tree_peak_rss_mb"],
     }
     bf = result.get("backfill") or {}
@@ -550,7 +535,6 @@ STAGE_TITLES = {
 def render_summary(result: dict[str, Any]) -> str:
     lines = ["", "| stage | seconds | rows | rows/s | peak RSS: process (with children) |", "|---|---:|---:|---:|---:|"]
     measured = list(result["stages"].items()) + [(f"baseline: {k}", v) for k, v in result["baselines"].items()]
-    measured += [(f"probe: {k}", v) for k, v in result.get("probes", {}).items()]
     for name, stage in measured:
         title = STAGE_TITLES.get(name, name)
         lines.append(f"| {title} | {stage['seconds']:.2f} | {stage['rows']:,} {stage['rows_of']} | {stage['rows_per_s'] or 0:,.0f} "
