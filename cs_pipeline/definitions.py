@@ -2,7 +2,8 @@
 
     raw (dlt)         raw/accounts ... raw/engagements (one multi-asset), raw/events (daily)
     → dbt             staging.stg_raw__*, marts.fct_contract_terms, marts.dim_accounts,
-                      marts.fct_user_daily_activity (daily)
+                      marts.fct_user_daily_activity → fct_account_daily_activity,
+                      fct_user_monthly_activity (daily)
     → polars (daily)  account_daily_usage → account_health → alerts
                                             account_health → crm_writeback (CRM account fields)
     → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks)

@@ -81,3 +81,25 @@ def test_windows_across_a_month_boundary_count_each_user_once():
     assert a1["utilization_rate"] == 2.0 and a1["all_key_features_used_30d"] is True
     # No activity at all: zeros, not nulls; no licenses: no rates.
     assert (a2["active_users_30d"], a2["events_30d"], a2["last_login_date"], a2["license_activation_rate"]) == (0, 0, None, None)
+
+
+def test_usage_refuses_days_built_before_a_product_event_was_configured():
+    """An event added to the health model gets its column on the next dbt run, NULL on older
+    days: summing those as zeros would understate the 30-day counts, so the asset stops and says
+    which days to re-run."""
+    import dagster as dg
+    import duckdb
+
+    from cs_pipeline.assets.usage import _check_event_columns
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.fct_account_daily_activity (activity_date DATE, account_id VARCHAR, events_login BIGINT)")
+    with pytest.raises(dg.Failure, match="no column events_report_created"):
+        _check_event_columns(con, ["events_login", "events_report_created"], D(2025, 1, 1), D(2025, 1, 30))
+    con.execute("ALTER TABLE marts.fct_account_daily_activity ADD COLUMN events_report_created BIGINT")
+    con.execute("INSERT INTO marts.fct_account_daily_activity VALUES ('2025-01-03', 'A1', 1, NULL), ('2025-01-09', 'A1', 1, NULL),"
+                " ('2025-01-10', 'A1', 1, 0)")
+    with pytest.raises(dg.Failure, match="built for 2025-01-03 .. 2025-01-09 before a product event was added"):
+        _check_event_columns(con, ["events_login", "events_report_created"], D(2025, 1, 1), D(2025, 1, 30))
+    _check_event_columns(con, ["events_login", "events_report_created"], D(2025, 1, 10), D(2025, 1, 30))  # no error
