@@ -40,7 +40,13 @@ def account_health(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     dates = days(start, end)
     needed = dates_needed(dates)
     with warehouse.connect() as con:
-        usage = query(con, "SELECT * FROM analytics.account_daily_usage WHERE partition_date BETWEEN ? AND ?", [needed[0], needed[-1]])
+        # Only the days scored: for one day that is D, D-7 and D-30, not the 31 days between.
+        usage = query(
+            con,
+            "SELECT * FROM analytics.account_daily_usage WHERE partition_date BETWEEN ? AND ? "
+            "AND partition_date IN (SELECT unnest(?::DATE[]))",
+            [needed[0], needed[-1], needed],
+        )
         accounts = query(con, "SELECT account_id, name, segment, status, owner_email, plan FROM marts.dim_accounts")
         terms = query(con, "SELECT account_id, start_date, end_date, arr FROM marts.fct_contract_terms")
         nps = query(con, "SELECT account_id, submitted_at, submitted_date, score FROM staging.stg_raw__nps_responses")
