@@ -289,7 +289,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--history-load", choices=("sql", "pipeline"), default="sql",
                    help="set-up of the days before D: 'pipeline' runs ingest + dbt on them (about 100,000 events/s "
                         "on 2 cores); 'sql' builds their fct_user_daily_activity rows with the dbt model's SQL in DuckDB "
-                        "straight from the files (what D's usage reads of them), ten times faster")
+                        "straight from the files, then the real dbt activity marts on them (what D's usage reads), "
+                        "ten times faster")
     p.add_argument("--history-chunk", type=int, default=5, help="days per range run with --history-load pipeline")
     p.add_argument("--backfill-accounts", type=int, default=1_000)
     p.add_argument("--backfill-users-per-account", type=float, default=10.0)
