@@ -79,8 +79,8 @@ class CrmIdMapping(BaseModel):
             params = [wanted, day]
         else:
             sql = (
-                f"SELECT account_id, arg_max({column}, partition_date) FROM {HEALTH_TABLE} "
-                "WHERE list_contains(?, account_id) GROUP BY account_id"
+                f"SELECT account_id, {column} FROM {HEALTH_TABLE} WHERE list_contains(?, account_id) "
+                "QUALIFY row_number() OVER (PARTITION BY account_id ORDER BY partition_date DESC) = 1"
             )
             params = [wanted]
         try:
