@@ -109,7 +109,7 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     the owner.
     """
     emoji = SEVERITY_EMOJI.get(msg.severity, ":bell:")
-    rule = msg.rule_description.strip() or msg.rule_id
+    rule = msg.rule_description.strip().rstrip(".") or msg.rule_id  # a description is often a sentence
     account = msg.account_name.strip() or msg.account_id
 
     blocks = [_header(f"{emoji} {rule} · {account}")]

@@ -27,7 +27,7 @@ from cs_pipeline.messages import (
 )
 from cs_pipeline.settings import SHIPPED_CONFIG_DIR
 from cs_pipeline.sinks.crm_ids import record_url
-from tests.support import make_alert_message
+from tests.support import make_alert_message, message_example
 from tests.support.slack_server import MAX_BLOCKS_TEXT, block_errors, blocks_text_length
 
 
@@ -159,6 +159,7 @@ def test_extreme_inputs_stay_within_slack_limits(char):
         assert_within_limits(text, blocks)
         assert blocks[0]["text"]["text"].endswith(ELLIPSIS)
         assert blocks[-1]["type"] == "context"  # the alert id is never cut away
+        assert len(blocks) <= 12  # as docs/messages.md says
         assert all(block["type"] != "actions" for block in blocks)
         body = "\n".join(texts(blocks))
         assert "more figures" in body and "more steps" in body and "…and 95 more" in body
@@ -368,3 +369,15 @@ def test_crm_record_url_setting_and_link(monkeypatch):
         monkeypatch.setenv("CS_PIPELINE_CRM_RECORD_URL", bad)
         with pytest.raises(ValueError, match=r"^CS_PIPELINE_CRM_RECORD_URL must be an http\(s\) URL with \{crm_id\}"):
             settings.crm_record_url()
+
+
+def test_the_example_in_the_docs_is_what_the_renderer_produces_now():
+    shown = message_example.shown_in_doc()
+    assert shown, f"{message_example.DOC} has lost its example section"
+    assert shown == message_example.generated(), (
+        "docs/messages.md shows an outdated message: run .venv/bin/python -m tests.support.message_example"
+    )
+    text, blocks = render_alert(message_example.example())
+    assert_within_limits(text, blocks)
+    assert "• days since last login: *27* (threshold ≥ 20) ✔" in shown
+    assert "[Open in CRM](https://acme.lightning.force.com/lightning/r/Account/0015g00000NwTRD/view)" in shown

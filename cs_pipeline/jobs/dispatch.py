@@ -22,6 +22,9 @@ Task sinks (`CS_PIPELINE_TASK_SINKS`, see `cs_pipeline.sinks.config`). Last, eac
 to the sinks its rule maps to (Salesforce Task, HubSpot task, signed webhook) once, and the remote
 task of a `done` one is closed; actions.task_sinks keeps, per (task_id, sink), the remote id and
 link, or why it failed (tried again next run). A sink's failure never touches Slack delivery.
+Tasks are linked to their account's CRM record, and messages link to it, through the write-back
+file's CRM id mapping (`cs_pipeline.sinks.crm_ids`); an account without a CRM id gets its task
+unlinked, the reason recorded.
 """
 
 import dataclasses
@@ -233,7 +236,7 @@ def _messages(
                 task_steps=json.loads(alert["task_steps"]),
                 task_due_date=alert["task_due_date"],
                 task_priority=alert["task_priority"],
-                dagster_url=f"{base_url}/assets/alerts?partition={alert['partition_date']}",
+                dagster_url=f"{base_url}/assets/alerts?view=partitions&partition={alert['partition_date']}",
                 condition=rule.condition if rule else "",
                 crm_url=record_url(crm_url, crm.get(alert["account_id"])),
             )
