@@ -359,14 +359,14 @@ def explain_condition(condition: str, facts: Mapping[str, object]) -> tuple[str,
         return None
     try:
         node = _variables_first(without_not(condition))
-    except ExpressionError:
+        lines: list[str] = []
+        for part in _parts(node):
+            line = _part_line(part, facts)
+            if line not in lines:
+                lines.append(line)
+        return describe(node), lines
+    except (ExpressionError, RecursionError):  # RecursionError: thousands of parts, beyond any real rule
         return None
-    lines: list[str] = []
-    for part in _parts(node):
-        line = _part_line(part, facts)
-        if line not in lines:
-            lines.append(line)
-    return describe(node), lines
 
 
 def _variables_first(node: Node) -> Node:

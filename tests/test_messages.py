@@ -323,6 +323,10 @@ def test_a_condition_that_does_not_parse_falls_back_to_the_bare_figures():
     msg = make_alert_message(condition="days_since_last_login >=", facts={"days_since_last_login": 23})
     body = "\n".join(texts(render_alert(msg)[1]))
     assert "*Fires when*" not in body and "*Figures*\n• `days_since_last_login`: 23" in body
+    huge = " or ".join(f"days_since_last_login > {i}" for i in range(3000))  # deeper than Python recurses
+    text, blocks = render_alert(make_alert_message(condition=huge, facts={"days_since_last_login": 23}))
+    assert "*Figures*\n• `days_since_last_login`: 23" in "\n".join(texts(blocks))
+    assert_within_limits(text, blocks)
 
 
 def test_explaining_agrees_with_the_compiled_condition_on_every_row():
