@@ -54,6 +54,7 @@ def slack_resource() -> SlackResource:
 
 
 def resources() -> dict[str, object]:
+    settings.crm_record_url()  # read by the dispatch job: an invalid value stops loading here, naming it
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path())),
         "source": SourcesResource(data_dir=str(settings.data_dir()), sources_file=settings.sources_file()),

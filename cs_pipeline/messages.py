@@ -16,8 +16,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from cs_pipeline.logic.expressions import (
+    Between,
+    Comparison,
+    ExpressionError,
+    InList,
+    IsNull,
+    Logical,
+    Node,
+    Not,
+    Variable,
+    describe,
+    evaluate,
+    variables,
+    without_not,
+)
 
 # https://docs.slack.dev/reference/block-kit/blocks
 MAX_BLOCKS = 50
@@ -36,7 +52,8 @@ MAX_FALLBACK_TEXT = 1000
 NOTE_TEXT = 500
 FIELD_TEXT = 200
 WHY_TEXT = 1200
-FIGURES_TEXT = 1200
+FIGURES_TEXT = 1200  # the condition and its figures, or the bare figures
+CONDITION_TEXT = 400  # the condition in words, within FIGURES_TEXT
 FACT_LINE = 300
 MOVERS = 5
 NAME_TEXT = 80
@@ -81,6 +98,8 @@ class AlertMessage:
     task_due_date: dt.date
     task_priority: str
     dagster_url: str | None = None
+    condition: str = ""  # the rule's condition as written; shown in words against `facts`
+    crm_url: str | None = None  # the account's CRM record
 
 
 def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[dict]]:
@@ -90,7 +109,7 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     the owner.
     """
     emoji = SEVERITY_EMOJI.get(msg.severity, ":bell:")
-    rule = msg.rule_description.strip() or msg.rule_id
+    rule = msg.rule_description.strip().rstrip(".") or msg.rule_id  # a description is often a sentence
     account = msg.account_name.strip() or msg.account_id
 
     blocks = [_header(f"{emoji} {rule} · {account}")]
@@ -99,7 +118,11 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     blocks.append(_fields(_alert_fields(msg), FIELD_TEXT))
     blocks.append({"type": "divider"})
     blocks.append(_section(f"*Why*\n{escape(msg.message) or NONE}", WHY_TEXT))
-    if msg.facts:
+    if explained := explain_condition(msg.condition, msg.facts):
+        sentence, lines = explained
+        title = f"*Fires when* {truncate(escape(sentence), CONDITION_TEXT)}"
+        blocks.append(_section(_packed(title, lines, FACT_LINE, FIGURES_TEXT, "conditions")))
+    elif msg.facts:
         facts = _packed("*Figures*", _fact_lines(msg.facts), FACT_LINE, FIGURES_TEXT, "figures")
         blocks.append(_section(facts))
     if msg.top_movers:
@@ -111,8 +134,9 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     if msg.task_steps:
         steps = [f"{i}. {escape(step)}" for i, step in enumerate(msg.task_steps, start=1)]
         blocks.append(_section(_packed("", steps, STEP_LINE, STEPS_TEXT, "steps")))
-    if button := _button("Open in Dagster", msg.dagster_url):
-        blocks.append({"type": "actions", "elements": [button]})
+    buttons = [b for b in (_button("Open in Dagster", msg.dagster_url), _button("Open in CRM", msg.crm_url)) if b]
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     blocks.append(
         _context(
             f"Alert `{escape(msg.alert_id)}` · notification #{msg.notification_number} · "
@@ -311,6 +335,100 @@ def _alert_fields(msg: AlertMessage) -> list[str]:
 
 def _fact_lines(facts: dict[str, object]) -> list[str]:
     return [f"• {_code(str(name), NAME_TEXT)}: {escape(_format_value(value))}" for name, value in facts.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# the condition, explained
+
+
+COMPARISON_SYMBOLS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥"}
+MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+MARKS = {True: "✔", False: "✘", None: "?"}  # holds, does not hold, a figure is missing
+
+
+def explain_condition(condition: str, facts: Mapping[str, object]) -> tuple[str, list[str]] | None:
+    """A rule's condition in words, and one line per part of it (the parts joined by and/or)
+    with the figure, what it is held against, and whether it holds, e.g.
+    ("status is 'active' and days since last login is at least 20",
+     ["• status: *active* (must be 'active') ✔", "• days since last login: *27* (threshold ≥ 20) ✔"]).
+
+    Derived from the condition's tree, so any rule reads this way; None when there is no
+    condition or it does not parse (the message then lists the bare figures).
+    """
+    if not condition or not condition.strip():
+        return None
+    try:
+        node = _variables_first(without_not(condition))
+        lines: list[str] = []
+        for part in _parts(node):
+            line = _part_line(part, facts)
+            if line not in lines:
+                lines.append(line)
+        return describe(node), lines
+    except (ExpressionError, RecursionError):  # RecursionError: thousands of parts, beyond any real rule
+        return None
+
+
+def _variables_first(node: Node) -> Node:
+    """`20 <= days_since_last_login` reads as `days_since_last_login >= 20`."""
+    if isinstance(node, Logical):
+        return Logical(node.operator, _variables_first(node.left), _variables_first(node.right), node.column)
+    if isinstance(node, Comparison) and not variables(node.left) and variables(node.right):
+        return Comparison(MIRRORED[node.operator], node.right, node.left, node.column)
+    return node
+
+
+def _parts(node: Node) -> list[Node]:
+    if isinstance(node, Logical):
+        return _parts(node.left) + _parts(node.right)
+    return [node]
+
+
+def _part_line(part: Node, facts: Mapping[str, object]) -> str:
+    subject: Node | None = None
+    if isinstance(part, Comparison):
+        subject, right, op = part.left, part.right, part.operator
+        if op in COMPARISON_SYMBOLS:
+            against = f"threshold {COMPARISON_SYMBOLS[op]} {_operand(right, facts)}"
+        else:
+            against = f"must {'not ' if op == '!=' else ''}be {_operand(right, facts)}"
+    elif isinstance(part, Between):
+        subject = part.operand
+        against = f"{'not ' if part.negated else ''}between {_operand(part.low, facts)} and {_operand(part.high, facts)}"
+    elif isinstance(part, InList):
+        subject = part.operand
+        items = [_operand(item, facts) for item in part.items]
+        if len(items) == 1:
+            against = f"must {'not ' if part.negated else ''}be {items[0]}"
+        else:
+            against = f"{'none' if part.negated else 'one'} of {', '.join(items[:-1])} or {items[-1]}"
+    elif isinstance(part, IsNull):
+        subject = part.operand
+        against = f"must be {'known' if part.negated else 'unknown'}"
+    elif isinstance(part, Variable) or (isinstance(part, Not) and isinstance(part.operand, Variable)):
+        subject = part if isinstance(part, Variable) else part.operand
+        against = f"must be {'no' if isinstance(part, Not) else 'yes'}"
+    mark = MARKS[_holds(part, facts)]
+    if subject is None:  # a literal, or a `not` in front of something other than a variable
+        return f"• {escape(describe(part))} {mark}"
+    value = escape(_format_value(evaluate(subject, facts)))
+    line = f"• {escape(describe(subject))}: *{value}* ({escape(against)}) {mark}"
+    inputs = sorted(variables(part) - ({subject.name} if isinstance(subject, Variable) else set()))
+    if inputs:  # a computed figure: the figures it comes from
+        line += " · from " + ", ".join(f"{name.replace('_', ' ')} {escape(_format_value(facts.get(name)))}" for name in inputs)
+    return line
+
+
+def _operand(node: Node, facts: Mapping[str, object]) -> str:
+    """A threshold as written (`20`, `'active'`), or, when it is computed, its words and value."""
+    if not variables(node):
+        return describe(node)
+    return f"{describe(node)} = {_format_value(evaluate(node, facts))}"
+
+
+def _holds(part: Node, facts: Mapping[str, object]) -> bool | None:
+    result = evaluate(part, facts)
+    return None if result is None else bool(result)
 
 
 def _movers_text(movers: list[tuple[str, float]]) -> str:

@@ -139,3 +139,18 @@ def max_alerts_per_csm_per_day() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"CS_PIPELINE_MAX_ALERTS_PER_CSM_PER_DAY must be a whole number >= 1, got {value!r}")
     return int(value)
+
+
+def crm_record_url() -> str | None:
+    """The link to an account's CRM record in alert messages (`CS_PIPELINE_CRM_RECORD_URL`, unset: no link):
+    a URL with `{crm_id}` where the account's CRM id goes, e.g.
+    `https://acme.lightning.force.com/lightning/r/Account/{crm_id}/view`."""
+    value = _env("CS_PIPELINE_CRM_RECORD_URL", "")
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")) or "{crm_id}" not in value:
+        raise ValueError(
+            "CS_PIPELINE_CRM_RECORD_URL must be an http(s) URL with {crm_id} where the account's CRM id goes, "
+            f"e.g. https://acme.lightning.force.com/lightning/r/Account/{{crm_id}}/view; got {value!r}"
+        )
+    return value

@@ -49,10 +49,11 @@ def request_for(crm_id: str, **overrides) -> TaskRequest:
 
 
 def test_task_request_numbers_the_playbook_steps():
-    request = TaskRequest.from_task_row({**TASK_ROW, "due_date": "2026-11-30"})
+    request = TaskRequest.from_task_row({**TASK_ROW, "due_date": "2026-11-30"}, account_crm_id="001000000000001AAA")
     assert request.body == "1. Review the usage trend\n2. Book a call with the champion"
     assert request.due_date == dt.date(2026, 11, 30)
-    assert request.account_crm_id == "acc_1"  # by default the account id is the CRM id
+    assert request.account_crm_id == "001000000000001AAA" and request.account_id == "acc_1"
+    assert TaskRequest.from_task_row(TASK_ROW, account_crm_id=None).account_crm_id is None  # unlinked, never a guess
 
 
 # --- Salesforce ------------------------------------------------------------------------------------

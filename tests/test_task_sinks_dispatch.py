@@ -12,10 +12,12 @@ import pytest
 from cs_pipeline import cli
 from cs_pipeline.jobs import dispatch
 from cs_pipeline.logic.config import ConfigError
+from cs_pipeline.sinks import SinkError
 from cs_pipeline.sinks.config import TaskSinksConfig, TaskSinksResource
+from cs_pipeline.sinks.crm_ids import CrmIdMapping
 from cs_pipeline.sinks.webhook import verify
 from tests.support import planted
-from tests.support.crm_servers import SalesforceCrmServer, WebhookReceiver
+from tests.support.crm_servers import HubSpotCrmServer, SalesforceCrmServer, WebhookReceiver
 from tests.support.pipeline import planted_pipeline
 
 FAST = "timeout_seconds: 2\n    retry_max_seconds: 2\n    backoff_seconds: 0.01"
@@ -250,3 +252,132 @@ def _closing_warehouse(c) -> None:
             "'high', 'open')",
             [f"t{alert_id}", alert_id],
         )
+
+
+def _message_for(messages: list[dict], account_id: str) -> list[dict]:
+    """The blocks of the Slack alert about `account_id` (its Account field names the id)."""
+    found = [m["blocks"] for m in messages
+             if any(f"(`{account_id}`)" in f["text"] for b in m["blocks"] for f in b.get("fields", []))]
+    assert found, account_id
+    return found[0]
+
+
+@pytest.mark.e2e
+def test_tasks_and_messages_carry_the_mapped_crm_id_and_an_account_without_one_is_created_unlinked(tmp_path, crm):
+    """The write-back file's CRM id mapping (here only the mapping: no write-back) is the one of the
+    task sinks and the message links: Salesforce WhatId, the webhook's account_crm_id and the
+    message's CRM button carry the mapped id; an account without one gets its task, unlinked."""
+    salesforce, receiver = crm
+    crm_ids = {a: f"001PLANTED{i:08d}" for i, a in enumerate(sorted(planted.ACCOUNTS))}
+    salesforce_accounts = [{"Id": crm_id, "Name": account_id} for account_id, crm_id in crm_ids.items()]
+    with SalesforceCrmServer(users=USERS, accounts=salesforce_accounts, retry_after="0") as org, \
+            pytest.MonkeyPatch.context() as env:
+        env.setenv("SF_TOKEN", org.token)
+        sinks_file = tmp_path / "task_sinks.yaml"
+        sinks_file.write_text(sinks_yaml(org, receiver, '  "*": [crm, hooks]'))
+        writeback_file = tmp_path / "writeback.yaml"
+        writeback_file.write_text("writeback:\n  crm_id_column: salesforce_id\n  crm_id_table: crm.account_ids\n")
+        root = tmp_path / "pipeline"
+        root.mkdir()
+        env_vars = {
+            "CS_PIPELINE_TASK_SINKS": str(sinks_file), "CS_PIPELINE_WRITEBACK": str(writeback_file),
+            "CS_PIPELINE_CRM_RECORD_URL": "https://acme.lightning.force.com/lightning/r/Account/{crm_id}/view",
+        }
+        with planted_pipeline(root, env_vars) as pipeline:
+            assert pipeline.materialize(planted.FIRST, planted.LAST).success
+            live = sorted({r[0] for r in pipeline.sql("SELECT account_id FROM analytics.alert_events WHERE live")})
+            unlinked, linked = live[0], live[1:]
+            assert linked
+            with duckdb.connect(str(pipeline.warehouse)) as con:
+                con.execute("CREATE SCHEMA crm")
+                con.execute("CREATE TABLE crm.account_ids (account_id VARCHAR, salesforce_id VARCHAR)")
+                con.executemany("INSERT INTO crm.account_ids VALUES (?, ?)",
+                                [(a, None if a == unlinked else c) for a, c in crm_ids.items()])
+
+            assert pipeline.dispatch({"cs_pipeline/trigger": "manual"}).success
+
+            tasks = dict(pipeline.sql("SELECT task_id, account_id FROM actions.tasks"))
+            assert set(tasks.values()) == set(live)
+            by_task = {t["CS_Pipeline_Task_Id__c"]: t for t in org.objects["Task"]}
+            assert set(by_task) == set(tasks)  # every task, the unlinked one too
+            for task_id, account_id in tasks.items():
+                assert by_task[task_id].get("WhatId") == (None if account_id == unlinked else crm_ids[account_id])
+            hooked = {d["task"]["task_id"]: d["task"] for d in receiver.deliveries}
+            assert {t: h["account_crm_id"] for t, h in hooked.items()} == {
+                t: (None if a == unlinked else crm_ids[a]) for t, a in tasks.items()}
+
+            # The reason is recorded on each unlinked task's sink records, and only there.
+            reasons = {(r[0], r[1]): r[4] for r in pipeline.sql(
+                "SELECT task_id, sink, status, remote_id, reason FROM actions.task_sinks")}
+            expected = (f"created without a link to the account: {unlinked} has no CRM id "
+                        "in crm.account_ids.salesforce_id")
+            assert reasons == {(t, s): (expected if tasks[t] == unlinked else None) for t in tasks for s in ("crm", "hooks")}
+
+            # The messages: the condition against its figures, and the CRM button with the mapped id.
+            for account_id in (unlinked, linked[0]):
+                blocks = _message_for(pipeline.server.messages, account_id)
+                body = "\n".join(b["text"]["text"] for b in blocks if "text" in b and isinstance(b["text"], dict))
+                assert "*Fires when* " in body and " ✔" in body
+                buttons = {e["text"]["text"]: e["url"] for b in blocks if b["type"] == "actions" for e in b["elements"]}
+                if account_id == unlinked:
+                    assert "Open in CRM" not in buttons
+                else:
+                    assert buttons["Open in CRM"] == (
+                        f"https://acme.lightning.force.com/lightning/r/Account/{crm_ids[account_id]}/view")
+
+
+def test_hubspot_tasks_are_associated_with_the_mapped_company_or_created_unlinked(tmp_path, monkeypatch):
+    """Owner by email, due date, priority, the playbook in the body and the mapped company."""
+    owners = [{"id": "7001", "email": "ana@example.com", "firstName": "Ana", "lastName": "A", "archived": False}]
+    with HubSpotCrmServer(companies=[{"id": "101", "properties": {"name": "Acme"}}], owners=owners,
+                          retry_after="0") as hubspot:
+        monkeypatch.setenv("HS_TOKEN", hubspot.token)
+        config_file = tmp_path / "task_sinks.yaml"
+        config_file.write_text(f"""sinks:
+  hs:
+    type: hubspot
+    base_url: {hubspot.url}
+    token_env: HS_TOKEN
+    {FAST}
+rules:
+  "*": [hs]
+""")
+        config = TaskSinksConfig.load(config_file, RULES)
+        path = tmp_path / "w.duckdb"
+        with _opener(path) as con:
+            dispatch.ensure_actions_tables(con)
+            _closing_warehouse(con)
+            con.execute("UPDATE actions.tasks SET account_id = 'acc_other' WHERE task_id = 'ta4'")
+            con.execute("CREATE TABLE main.companies AS SELECT * FROM (VALUES ('acc_nologin', '101'), ('acc_other', ''))"
+                        " t(account_id, hubspot_id)")
+        mapping = CrmIdMapping(crm_id_column="hubspot_id", crm_id_table="main.companies")
+        counts = dispatch.sync_sinks(lambda: _opener(path), config, crm_ids=mapping)
+        assert (counts.created, counts.failed) == (3, 0)
+        by_task = {t["properties"]["cs_pipeline_task_id"]: t for t in hubspot.tasks}
+        assert {t: task["companies"] for t, task in by_task.items()} == {"ta1": ["101"], "ta2": ["101"], "ta4": []}
+        props = by_task["ta1"]["properties"]
+        assert props["hubspot_owner_id"] == "7001"
+        assert props["hs_timestamp"] == "2025-05-05T00:00:00Z"
+        assert props["hs_task_priority"] == "HIGH"
+        assert props["hs_task_body"] == "1. Review usage\n2. Call"
+        assert props["hs_task_subject"] == "Call Acme"
+        with _opener(path) as con:
+            reasons = dict(con.execute("SELECT task_id, reason FROM actions.task_sinks").fetchall())
+        assert reasons == {"ta1": None, "ta2": None, "ta4": "created without a link to the account: acc_other has no "
+                                                           "CRM id in main.companies.hubspot_id"}
+
+
+def test_an_unreadable_crm_id_mapping_fails_naming_the_settings(tmp_path, crm):
+    salesforce, receiver = crm
+    config_file = tmp_path / "task_sinks.yaml"
+    config_file.write_text(sinks_yaml(salesforce, receiver, '  "*": [crm]'))
+    config = TaskSinksConfig.load(config_file, RULES)
+    path = tmp_path / "w.duckdb"
+    with _opener(path) as con:
+        dispatch.ensure_actions_tables(con)
+        _closing_warehouse(con)
+    mapping = CrmIdMapping(crm_id_column="sf_id", crm_id_table="marts.no_such_table")
+    with pytest.raises(SinkError, match=r"^CRM ids: cannot read marts.no_such_table.sf_id \(settings `crm_id_table`, "
+                                        r"`crm_id_column` of the write-back file\)"):
+        dispatch.sync_sinks(lambda: _opener(path), config, crm_ids=mapping)
+    assert salesforce.objects["Task"] == []  # nothing was sent on a guess

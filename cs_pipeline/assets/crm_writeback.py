@@ -6,7 +6,8 @@ Per-account failures (unknown record: 404, a rejected value: 400) are reported i
 and tried again next run; refused credentials fail the run naming the environment variable.
 
 Configured by `CrmWritebackResource(config_file=...)`: a `writeback.yaml` (or a YAML file with a
-`writeback:` section). Without a file, or with `enabled: false`, the asset writes nothing.
+`writeback:` section). Without a file, without `crm` in it (a file that only says where the CRM
+ids are) or with `enabled: false`, the asset writes nothing.
 """
 
 import dagster as dg
@@ -15,6 +16,7 @@ from cs_pipeline.assets.common import table_preview
 from cs_pipeline.partitions import daily_partitions, range_backfill, run_dates
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource
 from cs_pipeline.sinks.base import SinkError
+from cs_pipeline.sinks.crm_ids import CrmIdMapping
 from cs_pipeline.sinks.writeback import STATE_TABLE, WritebackConfig, run_writeback
 
 
@@ -27,6 +29,11 @@ class CrmWritebackResource(dg.ConfigurableResource):
         if not self.config_file:
             return None
         return WritebackConfig.load(self.config_file)
+
+    def crm_ids(self) -> CrmIdMapping:
+        """Where each account's CRM id is, for the task sinks and message links too (default: its account_id)."""
+        config = self.config()
+        return CrmIdMapping() if config is None else CrmIdMapping(crm_id_column=config.crm_id_column, crm_id_table=config.crm_id_table)
 
 
 @dg.asset(
@@ -48,7 +55,7 @@ def crm_writeback(
         config = crm_writeback_config.config()
     except SinkError as error:
         raise dg.Failure(description=str(error)) from error
-    if config is None or not config.enabled:
+    if config is None or not config.enabled or config.crm is None:
         context.log.info("crm_writeback: no write-back configured; nothing written")
         return dg.MaterializeResult(metadata={"skipped": "no write-back configured", "day": str(day)})
     try:

@@ -22,6 +22,9 @@ Task sinks (`CS_PIPELINE_TASK_SINKS`, see `cs_pipeline.sinks.config`). Last, eac
 to the sinks its rule maps to (Salesforce Task, HubSpot task, signed webhook) once, and the remote
 task of a `done` one is closed; actions.task_sinks keeps, per (task_id, sink), the remote id and
 link, or why it failed (tried again next run). A sink's failure never touches Slack delivery.
+Tasks are linked to their account's CRM record, and messages link to it, through the write-back
+file's CRM id mapping (`cs_pipeline.sinks.crm_ids`); an account without a CRM id gets its task
+unlinked, the reason recorded.
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
+from cs_pipeline.assets.crm_writeback import CrmWritebackResource
 from cs_pipeline.logic.config import ConfigError
 from cs_pipeline.logic.delivery import (
     AMBIGUOUS_SUFFIX,
@@ -62,6 +66,7 @@ from cs_pipeline.resources.slack import (
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, table_exists
 from cs_pipeline.sinks import SinkError, TaskRequest
 from cs_pipeline.sinks.config import TaskSinksConfig, TaskSinksResource
+from cs_pipeline.sinks.crm_ids import CrmIdMapping, record_url
 
 FAILED_TAG = "cs_pipeline/failed_deliveries"
 DIGEST = "digest"
@@ -149,9 +154,30 @@ def create_tasks(context: dg.OpExecutionContext, warehouse: WarehouseResource, c
     return created
 
 
-def _messages(con, alerts: pl.DataFrame, cs_config: PipelineConfig) -> list[AlertMessage]:
-    """Build each alert's message with its account's figures and what moved its score."""
+def _crm_ids(resource: CrmWritebackResource, log) -> CrmIdMapping | None:
+    """The accounts' CRM id mapping (the write-back file's); None, with a warning, when that file is broken."""
+    try:
+        return resource.crm_ids()
+    except SinkError as error:
+        log.warning(f"CRM ids unknown: {error}")
+        return None
+
+
+def _messages(
+    con, alerts: pl.DataFrame, cs_config: PipelineConfig, crm_ids: CrmIdMapping | None = CrmIdMapping(), log=None
+) -> list[AlertMessage]:
+    """Build each alert's message with its account's figures, what moved its score, its rule's
+    condition and, when `CS_PIPELINE_CRM_RECORD_URL` is set, the link to its CRM record (none
+    when `crm_ids` is None or the account has no CRM id)."""
     rules = cs_config.rules()
+    crm_url = settings.crm_record_url()
+    crm: dict[str, str | None] = {}
+    if crm_url and crm_ids is not None:
+        try:
+            crm = crm_ids.lookup(con, alerts["account_id"].to_list())
+        except SinkError as error:  # a wrong mapping costs the links, never the messages
+            if log is not None:
+                log.warning(f"alert messages go without CRM links: {error}")
     keys = alerts.select(
         "account_id", "partition_date", (pl.col("partition_date") - dt.timedelta(days=30)).alias("month_before")
     ).unique()
@@ -210,7 +236,9 @@ def _messages(con, alerts: pl.DataFrame, cs_config: PipelineConfig) -> list[Aler
                 task_steps=json.loads(alert["task_steps"]),
                 task_due_date=alert["task_due_date"],
                 task_priority=alert["task_priority"],
-                dagster_url=f"{base_url}/assets/alerts?partition={alert['partition_date']}",
+                dagster_url=f"{base_url}/assets/alerts?view=partitions&partition={alert['partition_date']}",
+                condition=rule.condition if rule else "",
+                crm_url=record_url(crm_url, crm.get(alert["account_id"])),
             )
         )
     return messages
@@ -531,7 +559,8 @@ def _sorted_for_sending(alerts: pl.DataFrame) -> pl.DataFrame:
     description="Send each live alert's Slack message (or write it to the outbox) once per notification number.",
 )
 def send_notifications(
-    context: dg.OpExecutionContext, tasks_created: int, warehouse: WarehouseResource, cs_config: PipelineConfig, slack: SlackResource
+    context: dg.OpExecutionContext, tasks_created: int, warehouse: WarehouseResource, cs_config: PipelineConfig, slack: SlackResource,
+    crm_writeback_config: CrmWritebackResource,
 ) -> dg.Output[int]:
     today = settings.today()
     counts = SendCounts()
@@ -540,7 +569,8 @@ def send_notifications(
         alerts = live_alerts(con, today, cs_config.live_window_days)
         alerts, muted = _without_muted(con, alerts, today)
         if alerts.height:
-            alone, digests, held = plan_sending(con, _messages(con, _sorted_for_sending(alerts), cs_config), slack)
+            messages = _messages(con, _sorted_for_sending(alerts), cs_config, _crm_ids(crm_writeback_config, context.log), context.log)
+            alone, digests, held = plan_sending(con, messages, slack)
             counts = send_all(con, alone, slack, context.log)
             counts.failed += held  # an unsure digest: the sensor's retry looks for it again
             send_digests(con, digests, slack, today, counts, context.log)
@@ -750,6 +780,7 @@ class SinkWork:
     sink: str
     task: dict
     remote_id: str | None = None
+    account_crm_id: str | None = None  # for `create`; None: the task goes unlinked
 
 
 @dataclasses.dataclass
@@ -803,19 +834,31 @@ def record_task_sink(
     )
 
 
-def sync_sinks(connect, config: TaskSinksConfig, log=None) -> SinkCounts:
+def with_crm_ids(con, work: list[SinkWork], crm_ids: CrmIdMapping) -> list[SinkWork]:
+    """Each `create` with its account's CRM record id (None when the account has none)."""
+    accounts = {item.task["account_id"] for item in work if item.action == "create"}
+    found = crm_ids.lookup(con, accounts)
+    return [dataclasses.replace(item, account_crm_id=found.get(item.task["account_id"])) if item.action == "create"
+            else item for item in work]
+
+
+def sync_sinks(connect, config: TaskSinksConfig, log=None, crm_ids: CrmIdMapping = CrmIdMapping()) -> SinkCounts:
     """Create and close the tasks of `plan_task_sinks`. The warehouse is closed while a sink is
     asked (an HTTP call may retry for minutes) and reopened to record each outcome; a failure is
-    recorded with its reason and tried again next run (`create` is idempotent on the remote side)."""
+    recorded with its reason and tried again next run (`create` is idempotent on the remote side).
+
+    A task is linked to its account's CRM record (`crm_ids`); an account without a CRM id gets
+    its task all the same, unlinked, with the reason on its record and in the log."""
     counts = SinkCounts()
     with connect() as con:
         ensure_actions_tables(con)
         work, counts.already = plan_task_sinks(con, config)
+        work = with_crm_ids(con, work, crm_ids)
     for item in work:
         sink = config.sink(item.sink)
         try:
             if item.action == "create":
-                remote = sink.create(TaskRequest.from_task_row(item.task))
+                remote = sink.create(TaskRequest.from_task_row(item.task, item.account_crm_id))
             else:
                 sink.close(item.remote_id, CLOSED_TASK_STATUS)
         except Exception as error:  # noqa: BLE001 - one sink's failure never stops the others (nor Slack)
@@ -832,7 +875,13 @@ def sync_sinks(connect, config: TaskSinksConfig, log=None) -> SinkCounts:
         with connect() as con:
             if item.action == "create":
                 counts.created += 1
-                record_task_sink(con, item.task, item.sink, SINK_CREATED, remote.remote_id, remote.url)
+                unlinked = None
+                if item.account_crm_id is None:
+                    unlinked = (f"created without a link to the account: {item.task['account_id']} has no CRM id "
+                                f"in {crm_ids.source}")
+                    if log is not None:
+                        log.warning(f"{item.task['task_id']} in {item.sink}: {unlinked}")
+                record_task_sink(con, item.task, item.sink, SINK_CREATED, remote.remote_id, remote.url, reason=unlinked)
             else:
                 counts.closed += 1
                 record_task_sink(con, item.task, item.sink, SINK_CLOSED, reason=f"closed as {CLOSED_TASK_STATUS}")
@@ -847,16 +896,20 @@ def sync_sinks(connect, config: TaskSinksConfig, log=None) -> SinkCounts:
 )
 def sync_task_sinks(
     context: dg.OpExecutionContext, resolved_closed: int, warehouse: WarehouseResource, cs_config: PipelineConfig,
-    task_sinks: TaskSinksResource,
+    task_sinks: TaskSinksResource, crm_writeback_config: CrmWritebackResource,
 ) -> dg.Output[int]:
     try:
         config = task_sinks.config(set(cs_config.rules().by_id))
+        crm_ids = crm_writeback_config.crm_ids() if config is not None and config.sinks else CrmIdMapping()
     except (ConfigError, SinkError) as error:
         raise dg.Failure(description=f"task sinks: {error}") from error
     if config is None or not config.sinks:
         context.log.info("task sinks: none configured; tasks stay in actions.tasks")
         return dg.Output(0, metadata={"created": 0, "closed": 0, "failed": 0, "skipped": "no task sinks configured"})
-    counts = sync_sinks(warehouse.connect, config, context.log)
+    try:
+        counts = sync_sinks(warehouse.connect, config, context.log, crm_ids)
+    except SinkError as error:  # the CRM id table or column cannot be read: nothing was sent
+        raise dg.Failure(description=f"task sinks: {error}") from error
     context.log.info(
         f"task sinks: {counts.created} created, {counts.closed} closed, {counts.failed} failed, "
         f"{counts.already} already there"

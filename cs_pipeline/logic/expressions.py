@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import operator
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -51,6 +51,8 @@ __all__ = [
     "boolean_variables",
     "compile_condition",
     "describe",
+    "evaluate",
+    "without_not",
 ]
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "between", "is", "null", "true", "false"})
@@ -768,3 +770,108 @@ def _logical_part(node: Node, parent_operator: str) -> str:
     if isinstance(node, Logical) and node.operator != parent_operator:
         return f"({words})"
     return words
+
+
+# ---------------------------------------------------------------------------------------------
+# One row in plain Python, for explaining an alert ("days since last login: 27, threshold ≥ 20").
+# `compile_condition` is what decides whether a rule fires; these say why it did.
+
+
+def evaluate(node_or_text: Node | str, values: Mapping[str, object]) -> object:
+    """The value of a condition, or of any part of it, on one row of plain values.
+
+    The rules are the compiled condition's: a null operand gives null, `and`/`or` follow SQL's
+    three-valued logic, x / 0 is null. A variable missing from `values` is null, and so is an
+    operation the values do not support (text compared with a number).
+    """
+    node = _as_node(node_or_text)
+    try:
+        return _evaluate(node, values)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _evaluate(node: Node, values: Mapping[str, object]) -> object:
+    if isinstance(node, Literal):
+        return node.value
+    if isinstance(node, Variable):
+        return values.get(node.name)
+    if isinstance(node, Logical):
+        left, right = _truth(evaluate(node.left, values)), _truth(evaluate(node.right, values))
+        decisive = node.operator == "or"  # true decides an `or`, false decides an `and`
+        if decisive in (left, right):
+            return decisive
+        return None if None in (left, right) else not decisive
+    if isinstance(node, Not):
+        operand = _truth(evaluate(node.operand, values))
+        return None if operand is None else not operand
+    if isinstance(node, InList):
+        found = _truth(evaluate(_or_chain(node), values))
+        return None if found is None else found != node.negated
+    if isinstance(node, Between):
+        inside = Logical(
+            "and", Comparison(">=", node.operand, node.low, node.column), Comparison("<=", node.operand, node.high, node.column),
+            node.column,
+        )
+        result = _truth(evaluate(inside, values))
+        return None if result is None else result != node.negated
+    if isinstance(node, IsNull):
+        return (evaluate(node.operand, values) is None) != node.negated
+    operands = [evaluate(child, values) for child in node.children()]
+    if any(operand is None for operand in operands):
+        return None
+    if isinstance(node, Negate):
+        return -operands[0]
+    if isinstance(node, Comparison):
+        return _COMPARE[node.operator](*operands)
+    if isinstance(node, Arithmetic):
+        left, right = operands
+        if node.operator == "/":
+            return None if right == 0 else left / right
+        return {"+": operator.add, "-": operator.sub, "*": operator.mul}[node.operator](left, right)
+    raise TypeError(f"unknown node {node!r}")
+
+
+def _truth(value: object) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _or_chain(node: InList) -> Node:
+    result: Node = Comparison("==", node.operand, node.items[0], node.column)
+    for item in node.items[1:]:
+        result = Logical("or", result, Comparison("==", node.operand, item, node.column), node.column)
+    return result
+
+
+_NEGATED_COMPARISON = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def without_not(node_or_text: Node | str) -> Node:
+    """The same condition with every `not` pushed down into what it negates, so that each part
+    joined by and/or reads on its own: `not (a > 1 or b in (2, 3))` is `a <= 1 and b not in (2, 3)`.
+
+    Equivalent under three-valued logic too (not null is null, and so is the inverted comparison);
+    a `not` in front of a variable or of anything else stays where it is.
+    """
+    return _push_not(_as_node(node_or_text), negate=False)
+
+
+def _push_not(node: Node, negate: bool) -> Node:
+    if isinstance(node, Not):
+        return _push_not(node.operand, not negate)
+    if isinstance(node, Logical):
+        operator_ = {"and": "or", "or": "and"}[node.operator] if negate else node.operator
+        return Logical(operator_, _push_not(node.left, negate), _push_not(node.right, negate), node.column)
+    if not negate:
+        return node
+    if isinstance(node, Comparison):
+        return Comparison(_NEGATED_COMPARISON[node.operator], node.left, node.right, node.column)
+    if isinstance(node, InList):
+        return InList(node.operand, node.items, not node.negated, node.column)
+    if isinstance(node, Between):
+        return Between(node.operand, node.low, node.high, not node.negated, node.column)
+    if isinstance(node, IsNull):
+        return IsNull(node.operand, not node.negated, node.column)
+    if isinstance(node, Literal) and isinstance(node.value, bool):
+        return Literal(not node.value, node.column)
+    return Not(node, node.column)

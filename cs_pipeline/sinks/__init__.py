@@ -2,7 +2,7 @@
 
     from cs_pipeline.sinks import parse_sink, TaskRequest
     sink = parse_sink({"type": "salesforce", "instance_url": ..., "token_env": "SALESFORCE_ACCESS_TOKEN"})
-    remote = sink.create(TaskRequest.from_task_row(task_row))
+    remote = sink.create(TaskRequest.from_task_row(task_row, account_crm_id="001..."))
     sink.close(remote.remote_id, "done")
 """
 

@@ -3,7 +3,7 @@
 A sink is a validated piece of configuration (`type: salesforce | hubspot | webhook`) that turns a
 row of `actions.tasks` into a task in another system and closes it again:
 
-    request = TaskRequest.from_task_row(row, account_crm_id=...)
+    request = TaskRequest.from_task_row(row, account_crm_id=...)   # from CrmIdMapping.lookup
     remote = sink.create(request)          # RemoteTask(system, remote_id, url)
     sink.close(remote.remote_id, "done")   # or "obsolete"
 
@@ -41,7 +41,8 @@ class SinkError(ConnectorError):
 
 @dataclass(frozen=True)
 class TaskRequest:
-    """One task to create, as `actions.tasks` holds it (plus the account's id in the CRM)."""
+    """One task to create, as `actions.tasks` holds it, plus the account's CRM record id
+    (None: the account has none, and the task is created without a link to it)."""
 
     task_id: str
     alert_id: str
@@ -54,8 +55,8 @@ class TaskRequest:
     priority: str  # low | normal | high | urgent
 
     @classmethod
-    def from_task_row(cls, row: Mapping[str, Any], account_crm_id: str | None = None) -> TaskRequest:
-        """From a row of `actions.tasks` (`steps` is a JSON list); `account_crm_id` defaults to account_id."""
+    def from_task_row(cls, row: Mapping[str, Any], account_crm_id: str | None) -> TaskRequest:
+        """From a row of `actions.tasks` (`steps` is a JSON list) and the account's CRM id."""
         steps = row.get("steps")
         if isinstance(steps, str):
             try:
@@ -71,7 +72,7 @@ class TaskRequest:
             task_id=str(row["task_id"]),
             alert_id=str(row.get("alert_id") or ""),
             account_id=str(row.get("account_id") or ""),
-            account_crm_id=account_crm_id if account_crm_id is not None else (row.get("account_id") or None),
+            account_crm_id=account_crm_id or None,
             owner_email=row.get("owner_email") or None,
             title=str(row.get("title") or ""),
             body=numbered(steps or []),

@@ -51,6 +51,7 @@ from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cs_pipeline.sinks.base import SinkError, SinkHttp, TaskSink, sink_secret
+from cs_pipeline.sinks.crm_ids import CrmIdMapping
 from cs_pipeline.sources.http import api_message
 
 STATE_TABLE = "actions.crm_writeback_state"
@@ -275,13 +276,15 @@ def _failed_ids(errors: Iterable[dict[str, Any]], http: SinkHttp) -> dict[str, s
 CrmWriterConfig = Annotated[SalesforceAccountWriter | HubSpotCompanyWriter, Field(discriminator="type")]
 
 
-class WritebackConfig(BaseModel):
+class WritebackConfig(CrmIdMapping):
     """What the `crm_writeback` asset writes, and where.
 
-    crm: the CRM writer (`type: salesforce | hubspot`, see SalesforceAccountWriter, HubSpotCompanyWriter).
+    crm: the CRM writer (`type: salesforce | hubspot`, see SalesforceAccountWriter, HubSpotCompanyWriter);
+        without it nothing is written back and the file only says where the CRM ids are.
     crm_id_column: the column holding each account's CRM record id (default: account_id is the CRM id).
     crm_id_table: where that column is: a table with `account_id` and `crm_id_column`
         (default analytics.account_health itself, e.g. marts.dim_accounts otherwise).
+        This mapping (`CrmIdMapping`) is also the one of the task sinks and the message links.
     usage_flags: flags by a usage column's value, first match wins (default: `Low Usage` when
         utilization_rate < 0.3).
     no_usage_flag: the flag of an account that matches none (default none: the field is cleared).
@@ -291,27 +294,11 @@ class WritebackConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    crm: CrmWriterConfig
-    crm_id_column: str = "account_id"
-    crm_id_table: str | None = None
+    crm: CrmWriterConfig | None = None
     usage_flags: tuple[UsageFlag, ...] = (UsageFlag(label="Low Usage", column="utilization_rate", below=0.3),)
     no_usage_flag: str | None = None
     score_decimals: int = Field(2, ge=0, le=6)
     enabled: bool = True
-
-    @field_validator("crm_id_column")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not value.replace("_", "").isalnum():
-            raise ValueError(f"crm_id_column must be a column name, got {value!r}")
-        return value
-
-    @field_validator("crm_id_table")
-    @classmethod
-    def _table(cls, value: str | None) -> str | None:
-        if value is not None and not all(p.replace("_", "").isalnum() for p in value.split(".")):
-            raise ValueError(f"crm_id_table must be schema.table, got {value!r}")
-        return value
 
     @classmethod
     def load(cls, path: str | Path) -> WritebackConfig:
@@ -375,17 +362,7 @@ def account_values(con, config: WritebackConfig, day: dt.date) -> list[tuple[str
     rows = con.execute("SELECT * FROM analytics.account_health WHERE partition_date = ? ORDER BY account_id", [day])
     names = [d[0] for d in rows.description]
     health = [dict(zip(names, r)) for r in rows.fetchall()]
-    if config.crm_id_table:
-        mapped = con.execute(
-            f'SELECT account_id, "{config.crm_id_column}" FROM {config.crm_id_table}'  # names validated
-        ).fetchall()
-        crm_ids = {str(a): (None if c is None else str(c)) for a, c in mapped}
-    else:
-        if health and config.crm_id_column not in names:
-            raise SinkError(
-                f"write-back: analytics.account_health has no column {config.crm_id_column!r} (setting `crm_id_column`)"
-            )
-        crm_ids = {str(r["account_id"]): (None if r.get(config.crm_id_column) is None else str(r[config.crm_id_column])) for r in health}
+    crm_ids = config.lookup(con, [str(row["account_id"]) for row in health], day)
     out = []
     for row in health:
         flag = next((f.label for f in config.usage_flags if f.applies(row)), config.no_usage_flag)
@@ -406,6 +383,8 @@ def _canonical(payload: dict[str, Any]) -> str:
 
 def plan(con, config: WritebackConfig, day: dt.date) -> tuple[list[AccountUpdate], WritebackReport]:
     """The updates whose payload differs from the last successful write, and the report so far."""
+    if config.crm is None:
+        raise SinkError("write-back: the file names no `crm` to write to")
     ensure_state_table(con)
     report = WritebackReport(day=day, target=config.crm.target)
     last = dict(
