@@ -24,10 +24,12 @@ select
     activity_date,
     account_id,
     count(distinct user_id) as active_users,
-    coalesce(sum(event_count) filter (where event = 'login'), 0) as logins,
-    sum(event_count) as events
+    -- sum() of BIGINT is HUGEINT in DuckDB: 128-bit columns are slow to scan and to hand to
+    -- Arrow (decimals), so every count is cast back to BIGINT.
+    cast(coalesce(sum(event_count) filter (where event = 'login'), 0) as bigint) as logins,
+    cast(sum(event_count) as bigint) as events
     {%- for name in product_events() %},
-    coalesce(sum(event_count) filter (where event = '{{ name }}'), 0) as {{ event_column(name) }}
+    cast(coalesce(sum(event_count) filter (where event = '{{ name }}'), 0) as bigint) as {{ event_column(name) }}
     {%- endfor %}
 from {{ ref('fct_user_daily_activity') }}
 where activity_date between date '{{ range.min_date }}' and date '{{ range.max_date }}'
