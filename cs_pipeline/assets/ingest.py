@@ -286,8 +286,8 @@ def raw_snapshots(
     """Full exports of every non-event entity, replaced in one dlt run.
 
     An export file that is unchanged since its last successful load (same path, size and
-    modification time, see `FilesConnector.fingerprint`) is neither read nor loaded again: its table already
-    holds exactly what a reload would write. Other connectors are always read.
+    modification time, see `FilesConnector.fingerprint`) is neither read nor loaded again: its
+    table already holds exactly what a reload would write. Other connectors are always read.
     """
     selected = [e for e in SNAPSHOT_ENTITIES if raw_key(e) in context.selected_asset_keys]
     reload_all = config.reload_unchanged_exports or settings.reload_unchanged_exports()
