@@ -521,7 +521,7 @@ def write_result(result: dict[str, Any], folder: Path) -> Path:
 
 STAGE_TITLES = {
     "ingest_snapshots": "ingest snapshots (dlt)",
-    "ingest_events": "ingest one day of events (dlt, Arrow)",
+    "ingest_events": "ingest one day of events (polars, DuckDB)",
     "dbt_staging": "dbt staging + marts",
     "dbt_daily": "dbt daily (events -> fct_user_daily_activity)",
     "usage": "account_daily_usage, one day",

@@ -115,6 +115,14 @@ def max_rejected_share() -> float:
     return share
 
 
+def reload_unchanged_exports() -> bool:
+    """Reload snapshot exports even when unchanged since their last load (`CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS`, default false)."""
+    value = _env("CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS", "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS must be true or false, got {value!r}")
+    return value in ("true", "1", "yes")
+
+
 def schedule_hour() -> int:
     """UTC hour at which the daily schedule runs yesterday's partition (`CS_PIPELINE_SCHEDULE_HOUR`, default 6)."""
     value = _env("CS_PIPELINE_SCHEDULE_HOUR", "6")

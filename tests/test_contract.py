@@ -103,3 +103,23 @@ def test_gzipped_json_lines_events_are_read(tmp_path):
         handle.write('{"event_id": "e1", "account_id": "a", "user_id": "u", "event": "login", "occurred_at": "2025-03-10T08:00:00Z"}\n')
     result = validate("events", read_event_file(path), day=dt.date(2025, 3, 10))
     assert result.valid.height == 1 and result.valid["source_file"][0] == str(path)
+
+
+def test_typed_events_as_parquet_gives_them_are_checked_with_the_same_reasons():
+    # Parquet and databases give typed columns; ids may be blank in any Unicode whitespace.
+    frame = pl.DataFrame({
+        "event_id": ["e1", "\u00a0", "e3", "e1", "e4"],
+        "account_id": ["a", "a", " ", "a", "a"],
+        "user_id": ["u", "u", "u", "u", "\t"],
+        "event": ["login"] * 5,
+        "occurred_at": [dt.datetime(2025, 3, 10, 8), dt.datetime(2025, 3, 10, 9), dt.datetime(2025, 3, 11, 1),
+                        dt.datetime(2025, 3, 10, 8), None],
+    }).with_columns(pl.col("occurred_at").dt.replace_time_zone("Europe/Paris"))
+    result = validate("events", frame, day=dt.date(2025, 3, 10))
+    assert result.valid["event_id"].to_list() == ["e1"] and result.duplicates_dropped == 1
+    assert result.valid["occurred_at"].to_list() == [dt.datetime(2025, 3, 10, 7)]
+    assert dict(zip(result.rejected["line"].to_list(), result.rejected["reason"].to_list())) == {
+        2: "event_id is required",
+        3: "account_id is required; occurred_at: 2025-03-11 00:00:00.000000 is outside its folder's day 2025-03-10",
+        5: "occurred_at is required",
+    }

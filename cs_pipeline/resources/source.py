@@ -35,6 +35,9 @@ class SourcesResource(dg.ConfigurableResource):
     def events(self, day: dt.date) -> Extract:
         return self._call("events", lambda c: c.events(day))
 
+    def fingerprint(self, entity: str) -> dict[str, object] | None:
+        return self._call(entity, lambda c: c.fingerprint(entity))
+
     def _call(self, entity: str, read):
         try:
             return read(self.connector_for(entity))

@@ -45,6 +45,11 @@ class Connector(BaseModel):
     def events(self, day: dt.date) -> Extract:
         raise ConnectorError(f"{self.type} connector cannot land events")
 
+    def fingerprint(self, entity: str) -> dict[str, object] | None:
+        """What identifies the entity's export without reading it, or None when only reading can
+        tell whether it changed (APIs and databases): then it is read on every run."""
+        return None
+
 
 def secret(env_name: str, connector: str, setting: str) -> str:
     """Read a secret from the environment without ever echoing its value."""

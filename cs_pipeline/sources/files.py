@@ -31,6 +31,14 @@ class FilesConnector(Connector):
         frame = read_entity_file(self.path(), spec)
         return None if frame is None else Extract(frame, [str(self.path() / spec.file)])
 
+    def fingerprint(self, entity: str) -> dict[str, object]:
+        """The export's path, size and modification time (ns): any rewrite of the file changes it."""
+        path = self.path() / ENTITIES[entity].file
+        if not path.exists():
+            return {"path": str(path), "absent": True}
+        stat = path.stat()
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
     def events(self, day: dt.date) -> Extract:
         """Every file of the day's folder (none is an empty day, not an error)."""
         paths = event_day_files(self.path(), day)
