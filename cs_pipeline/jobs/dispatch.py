@@ -15,12 +15,13 @@ channel are spaced by `min_seconds_between_posts_per_channel` while other channe
 429 pauses only its channel for its Retry-After.
 
 Snoozed (`cs-pipeline snooze`) and acknowledged (`cs-pipeline ack`) alerts do not notify. A sent
-alert no longer open on the latest evaluated live day is closed: its task becomes `done` and its
-owner gets one "resolved" message (actions.notices, keyed (alert_id, 'closed')).
+alert no longer open on the latest evaluated live day is closed: its task becomes `done` or
+`obsolete` (its rule's `task.on_resolve`) and its owner gets one "resolved" message
+(actions.notices, keyed (alert_id, 'closed')); a `keep_open` rule's alert only ends, quietly.
 
 Task sinks (`CS_PIPELINE_TASK_SINKS`, see `cs_pipeline.sinks.config`). Last, each open task goes
 to the sinks its rule maps to (Salesforce Task, HubSpot task, signed webhook) once, and the remote
-task of a `done` one is closed; actions.task_sinks keeps, per (task_id, sink), the remote id and
+task of a `done` or `obsolete` one is closed with that outcome; actions.task_sinks keeps, per (task_id, sink), the remote id and
 link, or why it failed (tried again next run). A sink's failure never touches Slack delivery.
 """
 
@@ -560,7 +561,9 @@ def send_notifications(
     )
 
 
-CLOSED_TASK_STATUS = "done"
+# What a closed alert's task becomes (`task.on_resolve` of its rule); `keep_open` leaves it open.
+CLOSED_TASK_STATUSES = ("done", "obsolete")
+KEEP_OPEN = "keep_open"
 
 LATEST_SQL = """SELECT * FROM analytics.alert_events
     QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY partition_date DESC) = 1"""
@@ -590,9 +593,11 @@ def latest_evaluated_live_day(con, today: dt.date, live_window_days: int) -> dt.
 
 def close_resolved_alerts(con, day: dt.date, cs_config: PipelineConfig) -> list[ResolvedMessage]:
     """Close each alert seen open and sent on an earlier run's latest evaluated live day that is
-    not open on `day`, the latest one now, and set its task to CLOSED_TASK_STATUS; the messages of
-    the alerts closed now. An alert already over when it was sent (a one-day NPS detractor) was
-    never seen open, so it is not closed: its task stays for the CSM."""
+    not open on `day`, the latest one now, and set its task to its rule's `task.on_resolve`
+    (`done` or `obsolete`); the messages of the alerts closed now. A rule whose tasks are
+    `keep_open` only ends the alert (state `ended`): its task stays open and no one is told.
+    An alert already over when it was sent (a one-day NPS detractor in a history load) was never
+    seen open, so it is not closed either."""
     if not table_exists(con, "analytics", "alert_events"):
         return []
     con.execute(MARK_OPEN_SQL, [day])
@@ -603,25 +608,27 @@ def close_resolved_alerts(con, day: dt.date, cs_config: PipelineConfig) -> list[
         if not is_resolved(alert["partition_date"], day):
             continue
         rule = rules.by_id.get(alert["rule_id"])
+        outcome = rule.task.on_resolve if rule else "done"
         con.execute(
-            "UPDATE actions.alert_state SET state = 'closed', last_open_day = ?, closed_on = ?, closed_at = ? "
+            "UPDATE actions.alert_state SET state = ?, last_open_day = ?, closed_on = ?, closed_at = ? "
             "WHERE alert_id = ? AND state = 'open'",
-            [alert["partition_date"], day, _now(), alert["alert_id"]],
+            ["ended" if outcome == KEEP_OPEN else "closed", alert["partition_date"], day, _now(), alert["alert_id"]],
         )
+        if outcome == KEEP_OPEN:
+            continue
         con.execute(
-            "UPDATE actions.tasks SET status = ? WHERE alert_id = ? AND status = 'open'",
-            [CLOSED_TASK_STATUS, alert["alert_id"]],
+            "UPDATE actions.tasks SET status = ? WHERE alert_id = ? AND status = 'open'", [outcome, alert["alert_id"]]
         )
-        closed.append(_resolved_message(alert, rule.description if rule else alert["rule_id"], day))
+        closed.append(_resolved_message(alert, rule.description if rule else alert["rule_id"], day, outcome))
     return closed
 
 
-def _resolved_message(alert: dict, rule_description: str, day: dt.date) -> ResolvedMessage:
+def _resolved_message(alert: dict, rule_description: str, day: dt.date, task_status: str) -> ResolvedMessage:
     return ResolvedMessage(
         alert_id=alert["alert_id"], rule_id=alert["rule_id"], rule_description=rule_description,
         account_id=alert["account_id"], account_name=alert["account_name"] or alert["account_id"],
         segment=alert["segment"] or "", owner_email=alert["owner_email"], episode_start=alert["episode_start"],
-        last_open_day=alert["partition_date"], closed_on=day, task_status=CLOSED_TASK_STATUS,
+        last_open_day=alert["partition_date"], closed_on=day, task_status=task_status,
     )
 
 
@@ -629,8 +636,9 @@ def _pending_notices(con, cs_config: PipelineConfig) -> list[tuple[ResolvedMessa
     """Closed alerts whose "resolved" notice is not sent yet, with the notice's row if any."""
     rows = query(
         con,
-        """SELECT e.*, s.closed_on FROM actions.alert_state s
+        """SELECT e.*, s.closed_on, coalesce(t.status, 'done') AS task_status FROM actions.alert_state s
            JOIN analytics.alert_events e ON e.alert_id = s.alert_id AND e.partition_date = s.last_open_day
+           LEFT JOIN actions.tasks t ON t.alert_id = s.alert_id
            WHERE s.state = 'closed' AND s.alert_id NOT IN
              (SELECT alert_id FROM actions.notices WHERE kind = 'closed' AND status = 'sent')""",
     )
@@ -640,7 +648,7 @@ def _pending_notices(con, cs_config: PipelineConfig) -> list[tuple[ResolvedMessa
     pending = []
     for alert in rows.iter_rows(named=True):
         rule = rules.by_id.get(alert["rule_id"])
-        msg = _resolved_message(alert, rule.description if rule else alert["rule_id"], alert["closed_on"])
+        msg = _resolved_message(alert, rule.description if rule else alert["rule_id"], alert["closed_on"], alert["task_status"])
         pending.append((msg, notices.get(alert["alert_id"])))
     return pending
 
@@ -701,7 +709,8 @@ def send_resolved_notice(con, msg: ResolvedMessage, row: dict | None, slack: Sla
 @dg.op(
     ins={"notifications_sent": dg.In(int)},
     pool=POOL,
-    description="Close each sent alert no longer open on the latest evaluated live day: task done, owner told once.",
+    description="Close each sent alert no longer open on the latest evaluated live day: its task done or obsolete "
+    "(the rule's task.on_resolve), owner told once.",
 )
 def close_resolved(
     context: dg.OpExecutionContext, notifications_sent: int, warehouse: WarehouseResource, cs_config: PipelineConfig,
@@ -737,7 +746,7 @@ SINK_TASKS_SQL = """
 SELECT t.*, r.rule_id FROM actions.tasks t
 JOIN (SELECT alert_id, any_value(rule_id) AS rule_id FROM analytics.alert_events
       WHERE alert_id IN (SELECT alert_id FROM actions.tasks) GROUP BY alert_id) r USING (alert_id)
-WHERE t.status IN ('open', ?)
+WHERE t.status = 'open' OR list_contains(?, t.status)
 ORDER BY t.due_date, t.task_id
 """
 
@@ -762,10 +771,10 @@ class SinkCounts:
 
 def plan_task_sinks(con, config: TaskSinksConfig) -> tuple[list[SinkWork], int]:
     """What to send: each open task to each sink of its rule without a `created` record, and a
-    close for each `done` task a sink holds as `created`; and how many are already in place."""
+    close for each `done` or `obsolete` task a sink holds as `created`; and how many are already in place."""
     if not table_exists(con, "analytics", "alert_events"):
         return [], 0
-    tasks = query(con, SINK_TASKS_SQL, [CLOSED_TASK_STATUS])
+    tasks = query(con, SINK_TASKS_SQL, [list(CLOSED_TASK_STATUSES)])
     records = {
         (r[0], r[1]): (r[2], r[3])
         for r in con.execute("SELECT task_id, sink, status, remote_id FROM actions.task_sinks").fetchall()
@@ -817,7 +826,7 @@ def sync_sinks(connect, config: TaskSinksConfig, log=None) -> SinkCounts:
             if item.action == "create":
                 remote = sink.create(TaskRequest.from_task_row(item.task))
             else:
-                sink.close(item.remote_id, CLOSED_TASK_STATUS)
+                sink.close(item.remote_id, item.task["status"])
         except Exception as error:  # noqa: BLE001 - one sink's failure never stops the others (nor Slack)
             reason = str(error) if isinstance(error, SinkError) else f"{item.sink} sink: {type(error).__name__}: {error}"
             counts.failed += 1
@@ -835,7 +844,7 @@ def sync_sinks(connect, config: TaskSinksConfig, log=None) -> SinkCounts:
                 record_task_sink(con, item.task, item.sink, SINK_CREATED, remote.remote_id, remote.url)
             else:
                 counts.closed += 1
-                record_task_sink(con, item.task, item.sink, SINK_CLOSED, reason=f"closed as {CLOSED_TASK_STATUS}")
+                record_task_sink(con, item.task, item.sink, SINK_CLOSED, reason=f"closed as {item.task['status']}")
     return counts
 
 
