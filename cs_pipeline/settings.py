@@ -123,12 +123,22 @@ def schedule_hour() -> int:
     return int(value)
 
 
-def digest_info_alerts() -> bool:
-    """Info alerts go into one digest per CSM instead of a message each (`CS_PIPELINE_DIGEST_INFO_ALERTS`)."""
-    value = _env("CS_PIPELINE_DIGEST_INFO_ALERTS", "false").lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(f"CS_PIPELINE_DIGEST_INFO_ALERTS must be true or false, got {value!r}")
-    return value in ("true", "1", "yes")
+SEVERITIES = ("info", "warning", "critical")
+
+
+def digest_severities() -> tuple[str, ...]:
+    """Severities whose new alerts go into one digest per CSM instead of a message each
+    (`CS_PIPELINE_DIGEST_SEVERITIES`, e.g. `info,warning`; unset: none, every alert alone)."""
+    if _env("CS_PIPELINE_DIGEST_INFO_ALERTS", ""):
+        raise ValueError("CS_PIPELINE_DIGEST_INFO_ALERTS was replaced by CS_PIPELINE_DIGEST_SEVERITIES: "
+                         "set CS_PIPELINE_DIGEST_SEVERITIES=info (or unset it) and unset CS_PIPELINE_DIGEST_INFO_ALERTS")
+    value = _env("CS_PIPELINE_DIGEST_SEVERITIES", "")
+    chosen = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in SEVERITIES]
+    if unknown:
+        raise ValueError(f"CS_PIPELINE_DIGEST_SEVERITIES: unknown severity {unknown[0]!r}; "
+                         f"give a comma-separated list of {', '.join(SEVERITIES)}, got {value!r}")
+    return tuple(s for s in SEVERITIES if s in chosen)
 
 
 def max_alerts_per_csm_per_day() -> int | None:

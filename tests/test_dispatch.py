@@ -33,7 +33,8 @@ def con():
 
 def slack_for(server: SlackServer, gap: float = 0.0, digest: bool = False) -> SlackResource:
     return SlackResource(
-        bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=gap, digest_info_alerts=digest
+        bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=gap,
+        digest_severities=["info"] if digest else [],
     )
 
 

@@ -413,7 +413,7 @@ def plan_sending(
             alone.append(msg)
     keys = [(slack.addressee(m), m.severity) for m in eligible]
     cap = slack.max_alerts_per_csm_per_day
-    alone_idx, digest_idx = split_for_digest(keys, _sent_alone_today(con, messages, slack), cap, slack.digest_info_alerts)
+    alone_idx, digest_idx = split_for_digest(keys, _sent_alone_today(con, messages, slack), cap, slack.digest_severities)
     chosen = {id(eligible[i]) for i in alone_idx} | {id(m) for m in alone}
     alone_all = [m for m in messages if id(m) in chosen]
     digests: dict[str, list[AlertMessage]] = {}

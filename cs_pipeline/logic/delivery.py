@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from typing import Generic, TypeVar
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -46,19 +46,18 @@ def is_resolved(last_open_day: dt.date, latest_evaluated_live_day: dt.date) -> b
 
 
 def split_for_digest(
-    items: list[tuple[str, str]], sent_today: dict[str, int], cap: int | None, digest_info: bool = True
+    items: list[tuple[str, str]], sent_today: dict[str, int], cap: int | None, digest_severities: Collection[str] = ()
 ) -> tuple[list[int], list[int]]:
     """Which of `items` (addressee, severity), in send order, go alone and which to the digest.
 
-    Info alerts go to the digest; any other goes alone while its addressee has had fewer than
-    `cap` alert messages today (`sent_today` plus those going alone now), then to the digest
-    (no cap when `cap` is None).
-    Returns the indexes (alone, digest).
+    Alerts of `digest_severities` go to the digest; any other goes alone while its addressee has
+    had fewer than `cap` alert messages today (`sent_today` plus those going alone now), then to
+    the digest (no cap when `cap` is None). Returns the indexes (alone, digest).
     """
     alone, digest = [], []
     counted = dict(sent_today)
     for i, (addressee, severity) in enumerate(items):
-        if (digest_info and severity == "info") or (cap is not None and counted.get(addressee, 0) >= cap):
+        if severity in digest_severities or (cap is not None and counted.get(addressee, 0) >= cap):
             digest.append(i)
         else:
             counted[addressee] = counted.get(addressee, 0) + 1
