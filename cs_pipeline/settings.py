@@ -123,6 +123,15 @@ def schedule_hour() -> int:
     return int(value)
 
 
+def dispatch_retry_max_minutes() -> int:
+    """The longest wait between retries of dispatch runs that keep failing
+    (`CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES`, default 60; 0: retry on every sensor tick)."""
+    value = _env("CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES", "60")
+    if not value.isdigit():
+        raise ValueError(f"CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES must be a whole number of minutes >= 0, got {value!r}")
+    return int(value)
+
+
 SEVERITIES = ("info", "warning", "critical")
 
 

@@ -5,7 +5,8 @@
   (its attempt started but the outcome is unknown);
 - a per-channel pacer: Slack allows about one message per second per channel, so posts to one
   channel are spaced while other channels go ahead, and a 429 backs off only its channel;
-- whether a snoozed or acknowledged alert may notify.
+- whether a snoozed or acknowledged alert may notify;
+- how long the sensor waits before retrying after dispatch runs that keep failing.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ def split_for_digest(
             counted[addressee] = counted.get(addressee, 0) + 1
             alone.append(i)
     return alone, digest
+
+
+# The sensor retries the first failed dispatch runs on its next tick (a short Slack outage costs a
+# minute), then backs off: 1, 2, 4 ... minutes after each further failed run, up to a cap.
+IMMEDIATE_RETRIES = 3
+
+
+def retry_delay_seconds(failed_in_a_row: int, max_minutes: int) -> int:
+    """Seconds to wait after the last of `failed_in_a_row` consecutive dispatch runs that need a
+    retry before the next one: 0 for the first IMMEDIATE_RETRIES, then 1, 2, 4 ... minutes,
+    at most `max_minutes` (0: never wait)."""
+    if failed_in_a_row <= IMMEDIATE_RETRIES or max_minutes <= 0:
+        return 0
+    return 60 * min(2 ** min(failed_in_a_row - IMMEDIATE_RETRIES - 1, 30), max_minutes)
 
 
 @dataclasses.dataclass(frozen=True)
