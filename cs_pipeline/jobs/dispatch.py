@@ -3,8 +3,11 @@
 What is live is decided from the warehouse each time an op runs, not passed between ops, and
 the ops that write are in the one-at-a-time `duckdb` pool, so two dispatch runs never overlap.
 
-Never twice once sent. Before each post the delivery row is written as `sending` (the outbox
-row, idempotency key `alert_id#n`); the outcome replaces it right after. A row an earlier run
+Never twice once sent. Before the first post the delivery rows of all the messages to post are
+written as `sending` (the outbox rows, idempotency key `alert_id#n`), in one statement; the
+outcomes replace them in batches of 100 (and at the end, or when the run stops on an error).
+A message is never posted before its row says `sending`, so a crash can only leave rows
+`sending` that the next run checks, never a posted message recorded as unsent. A row an earlier run
 left `sending` (it died between posting and recording) or `failed` with "Slack may have posted
 it" is first looked up in Slack (conversations.history since the attempt, by the message's
 metadata): found, it becomes `sent` with that ts; not found, it is posted; when Slack cannot be
@@ -246,36 +249,70 @@ def _deliveries(con) -> dict[tuple[str, int], dict]:
 def _mark_sending(con, msg: AlertMessage, destination: str, channel: str) -> None:
     """The outbox row: written before the post, so a run that dies after Slack posted leaves
     `sending` behind, and the next run looks for the message before posting again."""
+    _mark_all_sending(con, [(msg, destination, channel)])
+
+
+def _mark_all_sending(con, items: list[tuple[AlertMessage, str, str]]) -> None:
+    """The outbox rows of every message about to be posted, as one statement before the first post
+    (a DuckDB upsert costs milliseconds, so not one per message): each is `sending` until its
+    outcome is recorded."""
     now = _now()
-    con.execute(
-        """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
-             attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
-           VALUES (?, ?, ?, ?, 'sending', NULL, 1, NULL, ?, ?, ?, ?)
-           ON CONFLICT (alert_id, notification_number) DO UPDATE SET
-             destination = excluded.destination, channel = excluded.channel, status = 'sending', reason = NULL,
-             attempts = actions.deliveries.attempts + 1, updated_at = excluded.updated_at,
-             idempotency_key = excluded.idempotency_key, attempt_started_at = excluded.attempt_started_at""",
-        [msg.alert_id, msg.notification_number, destination, channel, now, now,
-         idempotency_key(msg.alert_id, msg.notification_number), now],
+    batch = pl.DataFrame(
+        [(m.alert_id, m.notification_number, destination, channel, idempotency_key(m.alert_id, m.notification_number))
+         for m, destination, channel in items],
+        schema={"alert_id": pl.String, "notification_number": pl.Int64, "destination": pl.String,
+                "channel": pl.String, "idempotency_key": pl.String},
+        orient="row",
     )
+    con.register("_sending", batch.to_arrow())
+    try:
+        con.execute(
+            """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
+                 attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
+               SELECT alert_id, notification_number, destination, channel, 'sending', NULL, 1, NULL, ?, ?,
+                 idempotency_key, ? FROM _sending
+               ON CONFLICT (alert_id, notification_number) DO UPDATE SET
+                 destination = excluded.destination, channel = excluded.channel, status = 'sending', reason = NULL,
+                 attempts = actions.deliveries.attempts + 1, updated_at = excluded.updated_at,
+                 idempotency_key = excluded.idempotency_key, attempt_started_at = excluded.attempt_started_at""",
+            [now, now, now],
+        )
+    finally:
+        con.unregister("_sending")
 
 
 def _record(con, msg: AlertMessage, delivery: Delivery) -> None:
-    """The outcome of an attempt; counts an attempt only when `_mark_sending` did not."""
+    _record_all(con, [(msg, delivery)])
+
+
+def _record_all(con, outcomes: list[tuple[AlertMessage, Delivery]]) -> None:
+    """The outcomes of attempts, as one statement; counts an attempt only when `_mark_sending` did not."""
     now = _now()
-    con.execute(
-        """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
-             attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
-           VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
-           ON CONFLICT (alert_id, notification_number) DO UPDATE SET
-             destination = excluded.destination, channel = excluded.channel, status = excluded.status,
-             reason = excluded.reason,
-             attempts = actions.deliveries.attempts + CASE WHEN actions.deliveries.status = 'sending' THEN 0 ELSE 1 END,
-             message_ts = excluded.message_ts, updated_at = excluded.updated_at,
-             attempt_started_at = coalesce(actions.deliveries.attempt_started_at, excluded.attempt_started_at)""",
-        [msg.alert_id, msg.notification_number, delivery.destination, delivery.channel, delivery.status,
-         delivery.reason, delivery.message_ts, now, now, idempotency_key(msg.alert_id, msg.notification_number), now],
+    batch = pl.DataFrame(
+        [(m.alert_id, m.notification_number, d.destination, d.channel, d.status, d.reason, d.message_ts,
+          idempotency_key(m.alert_id, m.notification_number)) for m, d in outcomes],
+        schema={"alert_id": pl.String, "notification_number": pl.Int64, "destination": pl.String,
+                "channel": pl.String, "status": pl.String, "reason": pl.String, "message_ts": pl.String,
+                "idempotency_key": pl.String},
+        orient="row",
     )
+    con.register("_outcomes", batch.to_arrow())
+    try:
+        con.execute(
+            """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
+                 attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
+               SELECT alert_id, notification_number, destination, channel, status, reason, 1, message_ts, ?, ?,
+                 idempotency_key, ? FROM _outcomes
+               ON CONFLICT (alert_id, notification_number) DO UPDATE SET
+                 destination = excluded.destination, channel = excluded.channel, status = excluded.status,
+                 reason = excluded.reason,
+                 attempts = actions.deliveries.attempts + CASE WHEN actions.deliveries.status = 'sending' THEN 0 ELSE 1 END,
+                 message_ts = excluded.message_ts, updated_at = excluded.updated_at,
+                 attempt_started_at = coalesce(actions.deliveries.attempt_started_at, excluded.attempt_started_at)""",
+            [now, now, now],
+        )
+    finally:
+        con.unregister("_outcomes")
 
 
 def _check_slack(con, msg: AlertMessage, row: dict, slack: SlackResource) -> str:
@@ -305,6 +342,8 @@ def send_all(con, messages: list[AlertMessage], slack: SlackResource, log=None) 
     started = time.monotonic()
     existing = _deliveries(con)
     pacer: ChannelPacer[tuple[AlertMessage, Address]] = ChannelPacer(slack.min_seconds_between_posts_per_channel)
+    to_write: list[AlertMessage] = []
+    to_post: list[tuple[AlertMessage, Address]] = []
     for msg in messages:
         row = existing.get((msg.alert_id, msg.notification_number))
         if row and row["status"] == SENT:
@@ -317,28 +356,63 @@ def send_all(con, messages: list[AlertMessage], slack: SlackResource, log=None) 
                 counts.failed += outcome == "unsure"  # the sensor's retry checks again
                 continue
         if not slack.uses_slack:
-            _mark_sending(con, msg, "outbox", slack._addressee(msg))
-            _count(counts, msg, slack.write_alert_to_outbox(msg), con, log)
+            to_write.append(msg)
             continue
         address = slack.address_alert(msg)
         if isinstance(address, Delivery):
             _count(counts, msg, address, con, log)
             continue
+        to_post.append((msg, address))
         pacer.add(address.channel, (msg, address))
-    _post_paced(con, pacer, slack, counts, log)
+    outcomes = _Outcomes(con, counts, log)
+    try:
+        if to_write:
+            _mark_all_sending(con, [(msg, "outbox", slack._addressee(msg)) for msg in to_write])
+            for msg in to_write:
+                outcomes.add(msg, slack.write_alert_to_outbox(msg))
+        if to_post:
+            _mark_all_sending(con, [(msg, "slack", address.channel) for msg, address in to_post])
+            _post_paced(pacer, slack, counts, outcomes)
+    finally:
+        outcomes.flush()
     counts.seconds = time.monotonic() - started
     return counts
 
 
-def _post_paced(con, pacer: ChannelPacer, slack: SlackResource, counts: SendCounts, log) -> None:
+class _Outcomes:
+    """Outcomes of posts, recorded FLUSH_EVERY at a time in one statement.
+
+    Losing the unrecorded ones in a crash is safe: their rows are still `sending`, so the next
+    run looks each one up in Slack before posting it (and a write to the outbox is rewritten).
+    """
+
+    FLUSH_EVERY = 100
+
+    def __init__(self, con, counts: SendCounts, log) -> None:
+        self.con, self.counts, self.log = con, counts, log
+        self.pending: list[tuple[AlertMessage, Delivery]] = []
+
+    def add(self, msg: AlertMessage, delivery: Delivery) -> None:
+        self.pending.append((msg, delivery))
+        _tally(self.counts, msg, delivery, self.log)
+        if len(self.pending) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _record_all(self.con, self.pending)
+            self.pending = []
+
+
+def _post_paced(pacer: ChannelPacer, slack: SlackResource, counts: SendCounts, outcomes: _Outcomes) -> None:
     """Post in order, one channel at most every `min_seconds_between_posts_per_channel`; a 429
-    puts its message back and pauses that channel for its Retry-After, up to `rate_limit_retries`."""
+    puts its message back and pauses that channel for its Retry-After, up to `rate_limit_retries`
+    (its row stays `sending`: it is recorded once, with its final outcome)."""
     backoffs: dict[tuple[str, int], int] = {}
     while (step := pacer.next(time.monotonic())) is not None:
         channel, (msg, address), wait = step
         if wait > 0:
             time.sleep(wait)
-        _mark_sending(con, msg, "slack", address.channel)
         delivery = slack.post_alert(msg, address)
         pacer.posted(channel, time.monotonic())
         key = (msg.alert_id, msg.notification_number)
@@ -346,15 +420,17 @@ def _post_paced(con, pacer: ChannelPacer, slack: SlackResource, counts: SendCoun
             counts.rate_limited += 1
             backoffs[key] = backoffs.get(key, 0) + 1
             if backoffs[key] <= slack.rate_limit_retries and delivery.retry_after <= MAX_RETRY_AFTER_SECONDS:
-                _record(con, msg, delivery)
                 pacer.back_off(channel, (msg, address), delivery.retry_after, time.monotonic())
                 continue
-        # Recorded right after each send, so a crash later in the run cannot cause a resend.
-        _count(counts, msg, delivery, con, log)
+        outcomes.add(msg, delivery)
 
 
 def _count(counts: SendCounts, msg: AlertMessage, delivery: Delivery, con, log) -> None:
     _record(con, msg, delivery)
+    _tally(counts, msg, delivery, log)
+
+
+def _tally(counts: SendCounts, msg: AlertMessage, delivery: Delivery, log) -> None:
     if delivery.status == SENT:
         counts.sent += 1
         return
@@ -453,8 +529,7 @@ def send_digests(con, digests: dict[str, list[AlertMessage]], slack: SlackResour
             channel = address.channel
         sending = Delivery(destination, channel, SENDING)
         _write_notice(con, digest_id, DIGEST, sending, members=[[m.alert_id, m.notification_number] for m in members])
-        for msg in members:
-            _mark_sending(con, msg, DIGEST, channel)
+        _mark_all_sending(con, [(msg, DIGEST, channel) for msg in members])
         delivery = slack.deliver_digest(digest_id, members)
         _settle_digest(con, digest_id, members, delivery)
         if delivery.status == SENT:
