@@ -6,12 +6,12 @@ the ops that write are in the one-at-a-time `duckdb` pool, so two dispatch runs 
 Never twice once sent. Before the first post the delivery rows of all the messages to post are
 written as `sending` (the outbox rows, idempotency key `alert_id#n`), in one statement; the
 outcomes replace them in batches of 100 (and at the end, or when the run stops on an error).
-A message is never posted before its row says `sending`, so a crash can only leave rows
-`sending` that the next run checks, never a posted message recorded as unsent. A row an earlier run
-left `sending` (it died between posting and recording) or `failed` with "Slack may have posted
-it" is first looked up in Slack (conversations.history since the attempt, by the message's
-metadata): found, it becomes `sent` with that ts; not found, it is posted; when Slack cannot be
-asked, nothing is posted and the next run asks again.
+No message is posted before its row says `sending`, so a crash can leave rows `sending`, never
+a posted message recorded as unsent. A row an earlier run left `sending` (it died between
+posting and recording) or `failed` with "Slack may have posted it" is first looked up in Slack
+(conversations.history since the attempt, by the message's metadata): found, it becomes `sent`
+with that ts; not found, it is posted; when Slack cannot be asked, nothing is posted and the
+next run asks again.
 
 Bursts. Messages go out critical first, then warning, then info, older day first; posts to one
 channel are spaced by `min_seconds_between_posts_per_channel` while other channels go on, and a
@@ -24,8 +24,9 @@ alert no longer open on the latest evaluated live day is closed: its task become
 
 Task sinks (`CS_PIPELINE_TASK_SINKS`, see `cs_pipeline.sinks.config`). Last, each open task goes
 to the sinks its rule maps to (Salesforce Task, HubSpot task, signed webhook) once, and the remote
-task of a `done` or `obsolete` one is closed with that outcome; actions.task_sinks keeps, per (task_id, sink), the remote id and
-link, or why it failed (tried again next run). A sink's failure never touches Slack delivery.
+task of a `done` or `obsolete` one is closed with that outcome; actions.task_sinks keeps, per
+(task_id, sink), the remote id and link, or why it failed (tried again next run). A sink's
+failure never touches Slack delivery.
 """
 
 import dataclasses
@@ -246,16 +247,10 @@ def _deliveries(con) -> dict[tuple[str, int], dict]:
     return {(row[0], row[1]): dict(zip(DELIVERY_COLUMNS, row)) for row in cursor.fetchall()}
 
 
-def _mark_sending(con, msg: AlertMessage, destination: str, channel: str) -> None:
-    """The outbox row: written before the post, so a run that dies after Slack posted leaves
-    `sending` behind, and the next run looks for the message before posting again."""
-    _mark_all_sending(con, [(msg, destination, channel)])
-
-
 def _mark_all_sending(con, items: list[tuple[AlertMessage, str, str]]) -> None:
     """The outbox rows of every message about to be posted, as one statement before the first post
-    (a DuckDB upsert costs milliseconds, so not one per message): each is `sending` until its
-    outcome is recorded."""
+    (a DuckDB upsert costs milliseconds, so not one per message). A run that dies after Slack
+    posted a message leaves its row `sending`, and the next run looks for it before posting again."""
     now = _now()
     batch = pl.DataFrame(
         [(m.alert_id, m.notification_number, destination, channel, idempotency_key(m.alert_id, m.notification_number))
@@ -286,7 +281,7 @@ def _record(con, msg: AlertMessage, delivery: Delivery) -> None:
 
 
 def _record_all(con, outcomes: list[tuple[AlertMessage, Delivery]]) -> None:
-    """The outcomes of attempts, as one statement; counts an attempt only when `_mark_sending` did not."""
+    """The outcomes of attempts, as one statement; counts an attempt only when `_mark_all_sending` did not."""
     now = _now()
     batch = pl.DataFrame(
         [(m.alert_id, m.notification_number, d.destination, d.channel, d.status, d.reason, d.message_ts,
