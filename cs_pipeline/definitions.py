@@ -48,7 +48,7 @@ def slack_resource() -> SlackResource:
         bot_token=token,
         api_url=os.environ.get("SLACK_API_URL") or "https://slack.com/api/",
         outbox_dir=str(settings.outbox_dir()),
-        digest_info_alerts=settings.digest_info_alerts(),
+        digest_severities=list(settings.digest_severities()),
         max_alerts_per_csm_per_day=settings.max_alerts_per_csm_per_day(),
     )
 

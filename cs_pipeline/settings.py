@@ -131,12 +131,31 @@ def schedule_hour() -> int:
     return int(value)
 
 
-def digest_info_alerts() -> bool:
-    """Info alerts go into one digest per CSM instead of a message each (`CS_PIPELINE_DIGEST_INFO_ALERTS`)."""
-    value = _env("CS_PIPELINE_DIGEST_INFO_ALERTS", "false").lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(f"CS_PIPELINE_DIGEST_INFO_ALERTS must be true or false, got {value!r}")
-    return value in ("true", "1", "yes")
+def dispatch_retry_max_minutes() -> int:
+    """The longest wait between retries of dispatch runs that keep failing
+    (`CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES`, default 60; 0: retry on every sensor tick)."""
+    value = _env("CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES", "60")
+    if not value.isdigit():
+        raise ValueError(f"CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES must be a whole number of minutes >= 0, got {value!r}")
+    return int(value)
+
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+def digest_severities() -> tuple[str, ...]:
+    """Severities whose new alerts go into one digest per CSM instead of a message each
+    (`CS_PIPELINE_DIGEST_SEVERITIES`, e.g. `info,warning`; unset: none, every alert alone)."""
+    if _env("CS_PIPELINE_DIGEST_INFO_ALERTS", ""):
+        raise ValueError("CS_PIPELINE_DIGEST_INFO_ALERTS was replaced by CS_PIPELINE_DIGEST_SEVERITIES: "
+                         "set CS_PIPELINE_DIGEST_SEVERITIES=info (or unset it) and unset CS_PIPELINE_DIGEST_INFO_ALERTS")
+    value = _env("CS_PIPELINE_DIGEST_SEVERITIES", "")
+    chosen = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in SEVERITIES]
+    if unknown:
+        raise ValueError(f"CS_PIPELINE_DIGEST_SEVERITIES: unknown severity {unknown[0]!r}; "
+                         f"give a comma-separated list of {', '.join(SEVERITIES)}, got {value!r}")
+    return tuple(s for s in SEVERITIES if s in chosen)
 
 
 def max_alerts_per_csm_per_day() -> int | None:

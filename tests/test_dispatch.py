@@ -33,7 +33,8 @@ def con():
 
 def slack_for(server: SlackServer, gap: float = 0.0, digest: bool = False) -> SlackResource:
     return SlackResource(
-        bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=gap, digest_info_alerts=digest
+        bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=gap,
+        digest_severities=["info"] if digest else [],
     )
 
 
@@ -89,16 +90,16 @@ def test_dropped_before_accept_is_checked_then_sent_once(server, con):
 
 def test_a_crash_between_posting_and_recording_yields_one_message(server, con, monkeypatch):
     slack = slack_for(server)
-    real_record = dispatch._record
+    real_record = dispatch._record_all
     crashed = []
 
-    def crash_once(c, msg, delivery):
-        if delivery.status == "sent" and not crashed:
-            crashed.append(msg.alert_id)
+    def crash_once(c, outcomes):
+        if any(delivery.status == "sent" for _, delivery in outcomes) and not crashed:
+            crashed.append(outcomes)
             raise RuntimeError("worker killed")
-        real_record(c, msg, delivery)
+        real_record(c, outcomes)
 
-    monkeypatch.setattr(dispatch, "_record", crash_once)
+    monkeypatch.setattr(dispatch, "_record_all", crash_once)
     with pytest.raises(RuntimeError):
         send_all(con, [make_alert_message(alert_id="a1")], slack)
     assert rows(con)["a1"][0] == "sending" and len(server.messages) == 1

@@ -3,28 +3,32 @@
 What is live is decided from the warehouse each time an op runs, not passed between ops, and
 the ops that write are in the one-at-a-time `duckdb` pool, so two dispatch runs never overlap.
 
-Never twice once sent. Before each post the delivery row is written as `sending` (the outbox
-row, idempotency key `alert_id#n`); the outcome replaces it right after. A row an earlier run
-left `sending` (it died between posting and recording) or `failed` with "Slack may have posted
-it" is first looked up in Slack (conversations.history since the attempt, by the message's
-metadata): found, it becomes `sent` with that ts; not found, it is posted; when Slack cannot be
-asked, nothing is posted and the next run asks again.
+Never twice once sent. Before the first post the delivery rows of all the messages to post are
+written as `sending` (the outbox rows, idempotency key `alert_id#n`), in one statement; the
+outcomes replace them in batches of 100 (and at the end, or when the run stops on an error).
+No message is posted before its row says `sending`, so a crash can leave rows `sending`, never
+a posted message recorded as unsent. A row an earlier run left `sending` (it died between
+posting and recording) or `failed` with "Slack may have posted it" is first looked up in Slack
+(conversations.history since the attempt, by the message's metadata): found, it becomes `sent`
+with that ts; not found, it is posted; when Slack cannot be asked, nothing is posted and the
+next run asks again.
 
 Bursts. Messages go out critical first, then warning, then info, older day first; posts to one
 channel are spaced by `min_seconds_between_posts_per_channel` while other channels go on, and a
 429 pauses only its channel for its Retry-After.
 
 Snoozed (`cs-pipeline snooze`) and acknowledged (`cs-pipeline ack`) alerts do not notify. A sent
-alert no longer open on the latest evaluated live day is closed: its task becomes `done` and its
-owner gets one "resolved" message (actions.notices, keyed (alert_id, 'closed')).
+alert no longer open on the latest evaluated live day is closed: its task becomes `done` or
+`obsolete` (its rule's `task.on_resolve`) and its owner gets one "resolved" message
+(actions.notices, keyed (alert_id, 'closed')); a `keep_open` rule's alert only ends, quietly.
 
 Task sinks (`CS_PIPELINE_TASK_SINKS`, see `cs_pipeline.sinks.config`). Last, each open task goes
 to the sinks its rule maps to (Salesforce Task, HubSpot task, signed webhook) once, and the remote
-task of a `done` one is closed; actions.task_sinks keeps, per (task_id, sink), the remote id and
-link, or why it failed (tried again next run). A sink's failure never touches Slack delivery.
-Tasks are linked to their account's CRM record, and messages link to it, through the write-back
-file's CRM id mapping (`cs_pipeline.sinks.crm_ids`); an account without a CRM id gets its task
-unlinked, the reason recorded.
+task of a `done` or `obsolete` one is closed with that outcome; actions.task_sinks keeps, per
+(task_id, sink), the remote id and link, or why it failed (tried again next run). A sink's
+failure never touches Slack delivery. Tasks are linked to their account's CRM record, and
+messages link to it, through the write-back file's CRM id mapping (`cs_pipeline.sinks.crm_ids`);
+an account without a CRM id gets its task unlinked, the reason recorded.
 """
 
 import dataclasses
@@ -270,39 +274,67 @@ def _deliveries(con) -> dict[tuple[str, int], dict]:
     return {(row[0], row[1]): dict(zip(DELIVERY_COLUMNS, row)) for row in cursor.fetchall()}
 
 
-def _mark_sending(con, msg: AlertMessage, destination: str, channel: str) -> None:
-    """The outbox row: written before the post, so a run that dies after Slack posted leaves
-    `sending` behind, and the next run looks for the message before posting again."""
+def _mark_all_sending(con, items: list[tuple[AlertMessage, str, str]]) -> None:
+    """The outbox rows of every message about to be posted, as one statement before the first post
+    (a DuckDB upsert costs milliseconds, so not one per message). A run that dies after Slack
+    posted a message leaves its row `sending`, and the next run looks for it before posting again."""
     now = _now()
-    con.execute(
-        """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
-             attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
-           VALUES (?, ?, ?, ?, 'sending', NULL, 1, NULL, ?, ?, ?, ?)
-           ON CONFLICT (alert_id, notification_number) DO UPDATE SET
-             destination = excluded.destination, channel = excluded.channel, status = 'sending', reason = NULL,
-             attempts = actions.deliveries.attempts + 1, updated_at = excluded.updated_at,
-             idempotency_key = excluded.idempotency_key, attempt_started_at = excluded.attempt_started_at""",
-        [msg.alert_id, msg.notification_number, destination, channel, now, now,
-         idempotency_key(msg.alert_id, msg.notification_number), now],
+    batch = pl.DataFrame(
+        [(m.alert_id, m.notification_number, destination, channel, idempotency_key(m.alert_id, m.notification_number))
+         for m, destination, channel in items],
+        schema={"alert_id": pl.String, "notification_number": pl.Int64, "destination": pl.String,
+                "channel": pl.String, "idempotency_key": pl.String},
+        orient="row",
     )
+    con.register("_sending", batch.to_arrow())
+    try:
+        con.execute(
+            """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
+                 attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
+               SELECT alert_id, notification_number, destination, channel, 'sending', NULL, 1, NULL, ?, ?,
+                 idempotency_key, ? FROM _sending
+               ON CONFLICT (alert_id, notification_number) DO UPDATE SET
+                 destination = excluded.destination, channel = excluded.channel, status = 'sending', reason = NULL,
+                 attempts = actions.deliveries.attempts + 1, updated_at = excluded.updated_at,
+                 idempotency_key = excluded.idempotency_key, attempt_started_at = excluded.attempt_started_at""",
+            [now, now, now],
+        )
+    finally:
+        con.unregister("_sending")
 
 
 def _record(con, msg: AlertMessage, delivery: Delivery) -> None:
-    """The outcome of an attempt; counts an attempt only when `_mark_sending` did not."""
+    _record_all(con, [(msg, delivery)])
+
+
+def _record_all(con, outcomes: list[tuple[AlertMessage, Delivery]]) -> None:
+    """The outcomes of attempts, as one statement; counts an attempt only when `_mark_all_sending` did not."""
     now = _now()
-    con.execute(
-        """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
-             attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
-           VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
-           ON CONFLICT (alert_id, notification_number) DO UPDATE SET
-             destination = excluded.destination, channel = excluded.channel, status = excluded.status,
-             reason = excluded.reason,
-             attempts = actions.deliveries.attempts + CASE WHEN actions.deliveries.status = 'sending' THEN 0 ELSE 1 END,
-             message_ts = excluded.message_ts, updated_at = excluded.updated_at,
-             attempt_started_at = coalesce(actions.deliveries.attempt_started_at, excluded.attempt_started_at)""",
-        [msg.alert_id, msg.notification_number, delivery.destination, delivery.channel, delivery.status,
-         delivery.reason, delivery.message_ts, now, now, idempotency_key(msg.alert_id, msg.notification_number), now],
+    batch = pl.DataFrame(
+        [(m.alert_id, m.notification_number, d.destination, d.channel, d.status, d.reason, d.message_ts,
+          idempotency_key(m.alert_id, m.notification_number)) for m, d in outcomes],
+        schema={"alert_id": pl.String, "notification_number": pl.Int64, "destination": pl.String,
+                "channel": pl.String, "status": pl.String, "reason": pl.String, "message_ts": pl.String,
+                "idempotency_key": pl.String},
+        orient="row",
     )
+    con.register("_outcomes", batch.to_arrow())
+    try:
+        con.execute(
+            """INSERT INTO actions.deliveries (alert_id, notification_number, destination, channel, status, reason,
+                 attempts, message_ts, first_attempt_at, updated_at, idempotency_key, attempt_started_at)
+               SELECT alert_id, notification_number, destination, channel, status, reason, 1, message_ts, ?, ?,
+                 idempotency_key, ? FROM _outcomes
+               ON CONFLICT (alert_id, notification_number) DO UPDATE SET
+                 destination = excluded.destination, channel = excluded.channel, status = excluded.status,
+                 reason = excluded.reason,
+                 attempts = actions.deliveries.attempts + CASE WHEN actions.deliveries.status = 'sending' THEN 0 ELSE 1 END,
+                 message_ts = excluded.message_ts, updated_at = excluded.updated_at,
+                 attempt_started_at = coalesce(actions.deliveries.attempt_started_at, excluded.attempt_started_at)""",
+            [now, now, now],
+        )
+    finally:
+        con.unregister("_outcomes")
 
 
 def _check_slack(con, msg: AlertMessage, row: dict, slack: SlackResource) -> str:
@@ -332,6 +364,8 @@ def send_all(con, messages: list[AlertMessage], slack: SlackResource, log=None) 
     started = time.monotonic()
     existing = _deliveries(con)
     pacer: ChannelPacer[tuple[AlertMessage, Address]] = ChannelPacer(slack.min_seconds_between_posts_per_channel)
+    to_write: list[AlertMessage] = []
+    to_post: list[tuple[AlertMessage, Address]] = []
     for msg in messages:
         row = existing.get((msg.alert_id, msg.notification_number))
         if row and row["status"] == SENT:
@@ -344,28 +378,63 @@ def send_all(con, messages: list[AlertMessage], slack: SlackResource, log=None) 
                 counts.failed += outcome == "unsure"  # the sensor's retry checks again
                 continue
         if not slack.uses_slack:
-            _mark_sending(con, msg, "outbox", slack._addressee(msg))
-            _count(counts, msg, slack.write_alert_to_outbox(msg), con, log)
+            to_write.append(msg)
             continue
         address = slack.address_alert(msg)
         if isinstance(address, Delivery):
             _count(counts, msg, address, con, log)
             continue
+        to_post.append((msg, address))
         pacer.add(address.channel, (msg, address))
-    _post_paced(con, pacer, slack, counts, log)
+    outcomes = _Outcomes(con, counts, log)
+    try:
+        if to_write:
+            _mark_all_sending(con, [(msg, "outbox", slack._addressee(msg)) for msg in to_write])
+            for msg in to_write:
+                outcomes.add(msg, slack.write_alert_to_outbox(msg))
+        if to_post:
+            _mark_all_sending(con, [(msg, "slack", address.channel) for msg, address in to_post])
+            _post_paced(pacer, slack, counts, outcomes)
+    finally:
+        outcomes.flush()
     counts.seconds = time.monotonic() - started
     return counts
 
 
-def _post_paced(con, pacer: ChannelPacer, slack: SlackResource, counts: SendCounts, log) -> None:
+class _Outcomes:
+    """Outcomes of posts, recorded FLUSH_EVERY at a time in one statement.
+
+    Losing the unrecorded ones in a crash is safe: their rows are still `sending`, so the next
+    run looks each one up in Slack before posting it (and a write to the outbox is rewritten).
+    """
+
+    FLUSH_EVERY = 100
+
+    def __init__(self, con, counts: SendCounts, log) -> None:
+        self.con, self.counts, self.log = con, counts, log
+        self.pending: list[tuple[AlertMessage, Delivery]] = []
+
+    def add(self, msg: AlertMessage, delivery: Delivery) -> None:
+        self.pending.append((msg, delivery))
+        _tally(self.counts, msg, delivery, self.log)
+        if len(self.pending) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _record_all(self.con, self.pending)
+            self.pending = []
+
+
+def _post_paced(pacer: ChannelPacer, slack: SlackResource, counts: SendCounts, outcomes: _Outcomes) -> None:
     """Post in order, one channel at most every `min_seconds_between_posts_per_channel`; a 429
-    puts its message back and pauses that channel for its Retry-After, up to `rate_limit_retries`."""
+    puts its message back and pauses that channel for its Retry-After, up to `rate_limit_retries`
+    (its row stays `sending`: it is recorded once, with its final outcome)."""
     backoffs: dict[tuple[str, int], int] = {}
     while (step := pacer.next(time.monotonic())) is not None:
         channel, (msg, address), wait = step
         if wait > 0:
             time.sleep(wait)
-        _mark_sending(con, msg, "slack", address.channel)
         delivery = slack.post_alert(msg, address)
         pacer.posted(channel, time.monotonic())
         key = (msg.alert_id, msg.notification_number)
@@ -373,15 +442,17 @@ def _post_paced(con, pacer: ChannelPacer, slack: SlackResource, counts: SendCoun
             counts.rate_limited += 1
             backoffs[key] = backoffs.get(key, 0) + 1
             if backoffs[key] <= slack.rate_limit_retries and delivery.retry_after <= MAX_RETRY_AFTER_SECONDS:
-                _record(con, msg, delivery)
                 pacer.back_off(channel, (msg, address), delivery.retry_after, time.monotonic())
                 continue
-        # Recorded right after each send, so a crash later in the run cannot cause a resend.
-        _count(counts, msg, delivery, con, log)
+        outcomes.add(msg, delivery)
 
 
 def _count(counts: SendCounts, msg: AlertMessage, delivery: Delivery, con, log) -> None:
     _record(con, msg, delivery)
+    _tally(counts, msg, delivery, log)
+
+
+def _tally(counts: SendCounts, msg: AlertMessage, delivery: Delivery, log) -> None:
     if delivery.status == SENT:
         counts.sent += 1
         return
@@ -440,7 +511,7 @@ def plan_sending(
             alone.append(msg)
     keys = [(slack.addressee(m), m.severity) for m in eligible]
     cap = slack.max_alerts_per_csm_per_day
-    alone_idx, digest_idx = split_for_digest(keys, _sent_alone_today(con, messages, slack), cap, slack.digest_info_alerts)
+    alone_idx, digest_idx = split_for_digest(keys, _sent_alone_today(con, messages, slack), cap, slack.digest_severities)
     chosen = {id(eligible[i]) for i in alone_idx} | {id(m) for m in alone}
     alone_all = [m for m in messages if id(m) in chosen]
     digests: dict[str, list[AlertMessage]] = {}
@@ -480,8 +551,7 @@ def send_digests(con, digests: dict[str, list[AlertMessage]], slack: SlackResour
             channel = address.channel
         sending = Delivery(destination, channel, SENDING)
         _write_notice(con, digest_id, DIGEST, sending, members=[[m.alert_id, m.notification_number] for m in members])
-        for msg in members:
-            _mark_sending(con, msg, DIGEST, channel)
+        _mark_all_sending(con, [(msg, DIGEST, channel) for msg in members])
         delivery = slack.deliver_digest(digest_id, members)
         _settle_digest(con, digest_id, members, delivery)
         if delivery.status == SENT:
@@ -590,7 +660,9 @@ def send_notifications(
     )
 
 
-CLOSED_TASK_STATUS = "done"
+# What a closed alert's task becomes (`task.on_resolve` of its rule); `keep_open` leaves it open.
+CLOSED_TASK_STATUSES = ("done", "obsolete")
+KEEP_OPEN = "keep_open"
 
 LATEST_SQL = """SELECT * FROM analytics.alert_events
     QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY partition_date DESC) = 1"""
@@ -620,9 +692,11 @@ def latest_evaluated_live_day(con, today: dt.date, live_window_days: int) -> dt.
 
 def close_resolved_alerts(con, day: dt.date, cs_config: PipelineConfig) -> list[ResolvedMessage]:
     """Close each alert seen open and sent on an earlier run's latest evaluated live day that is
-    not open on `day`, the latest one now, and set its task to CLOSED_TASK_STATUS; the messages of
-    the alerts closed now. An alert already over when it was sent (a one-day NPS detractor) was
-    never seen open, so it is not closed: its task stays for the CSM."""
+    not open on `day`, the latest one now, and set its task to its rule's `task.on_resolve`
+    (`done` or `obsolete`); the messages of the alerts closed now. A rule whose tasks are
+    `keep_open` only ends the alert (state `ended`): its task stays open and no one is told.
+    An alert already over when it was sent (a one-day NPS detractor in a history load) was never
+    seen open, so it is not closed either."""
     if not table_exists(con, "analytics", "alert_events"):
         return []
     con.execute(MARK_OPEN_SQL, [day])
@@ -633,25 +707,27 @@ def close_resolved_alerts(con, day: dt.date, cs_config: PipelineConfig) -> list[
         if not is_resolved(alert["partition_date"], day):
             continue
         rule = rules.by_id.get(alert["rule_id"])
+        outcome = rule.task.on_resolve if rule else "done"
         con.execute(
-            "UPDATE actions.alert_state SET state = 'closed', last_open_day = ?, closed_on = ?, closed_at = ? "
+            "UPDATE actions.alert_state SET state = ?, last_open_day = ?, closed_on = ?, closed_at = ? "
             "WHERE alert_id = ? AND state = 'open'",
-            [alert["partition_date"], day, _now(), alert["alert_id"]],
+            ["ended" if outcome == KEEP_OPEN else "closed", alert["partition_date"], day, _now(), alert["alert_id"]],
         )
+        if outcome == KEEP_OPEN:
+            continue
         con.execute(
-            "UPDATE actions.tasks SET status = ? WHERE alert_id = ? AND status = 'open'",
-            [CLOSED_TASK_STATUS, alert["alert_id"]],
+            "UPDATE actions.tasks SET status = ? WHERE alert_id = ? AND status = 'open'", [outcome, alert["alert_id"]]
         )
-        closed.append(_resolved_message(alert, rule.description if rule else alert["rule_id"], day))
+        closed.append(_resolved_message(alert, rule.description if rule else alert["rule_id"], day, outcome))
     return closed
 
 
-def _resolved_message(alert: dict, rule_description: str, day: dt.date) -> ResolvedMessage:
+def _resolved_message(alert: dict, rule_description: str, day: dt.date, task_status: str) -> ResolvedMessage:
     return ResolvedMessage(
         alert_id=alert["alert_id"], rule_id=alert["rule_id"], rule_description=rule_description,
         account_id=alert["account_id"], account_name=alert["account_name"] or alert["account_id"],
         segment=alert["segment"] or "", owner_email=alert["owner_email"], episode_start=alert["episode_start"],
-        last_open_day=alert["partition_date"], closed_on=day, task_status=CLOSED_TASK_STATUS,
+        last_open_day=alert["partition_date"], closed_on=day, task_status=task_status,
     )
 
 
@@ -659,8 +735,9 @@ def _pending_notices(con, cs_config: PipelineConfig) -> list[tuple[ResolvedMessa
     """Closed alerts whose "resolved" notice is not sent yet, with the notice's row if any."""
     rows = query(
         con,
-        """SELECT e.*, s.closed_on FROM actions.alert_state s
+        """SELECT e.*, s.closed_on, coalesce(t.status, 'done') AS task_status FROM actions.alert_state s
            JOIN analytics.alert_events e ON e.alert_id = s.alert_id AND e.partition_date = s.last_open_day
+           LEFT JOIN actions.tasks t ON t.alert_id = s.alert_id
            WHERE s.state = 'closed' AND s.alert_id NOT IN
              (SELECT alert_id FROM actions.notices WHERE kind = 'closed' AND status = 'sent')""",
     )
@@ -670,7 +747,7 @@ def _pending_notices(con, cs_config: PipelineConfig) -> list[tuple[ResolvedMessa
     pending = []
     for alert in rows.iter_rows(named=True):
         rule = rules.by_id.get(alert["rule_id"])
-        msg = _resolved_message(alert, rule.description if rule else alert["rule_id"], alert["closed_on"])
+        msg = _resolved_message(alert, rule.description if rule else alert["rule_id"], alert["closed_on"], alert["task_status"])
         pending.append((msg, notices.get(alert["alert_id"])))
     return pending
 
@@ -731,7 +808,8 @@ def send_resolved_notice(con, msg: ResolvedMessage, row: dict | None, slack: Sla
 @dg.op(
     ins={"notifications_sent": dg.In(int)},
     pool=POOL,
-    description="Close each sent alert no longer open on the latest evaluated live day: task done, owner told once.",
+    description="Close each sent alert no longer open on the latest evaluated live day: its task done or obsolete "
+    "(the rule's task.on_resolve), owner told once.",
 )
 def close_resolved(
     context: dg.OpExecutionContext, notifications_sent: int, warehouse: WarehouseResource, cs_config: PipelineConfig,
@@ -767,7 +845,7 @@ SINK_TASKS_SQL = """
 SELECT t.*, r.rule_id FROM actions.tasks t
 JOIN (SELECT alert_id, any_value(rule_id) AS rule_id FROM analytics.alert_events
       WHERE alert_id IN (SELECT alert_id FROM actions.tasks) GROUP BY alert_id) r USING (alert_id)
-WHERE t.status IN ('open', ?)
+WHERE t.status = 'open' OR list_contains(?, t.status)
 ORDER BY t.due_date, t.task_id
 """
 
@@ -793,10 +871,10 @@ class SinkCounts:
 
 def plan_task_sinks(con, config: TaskSinksConfig) -> tuple[list[SinkWork], int]:
     """What to send: each open task to each sink of its rule without a `created` record, and a
-    close for each `done` task a sink holds as `created`; and how many are already in place."""
+    close for each `done` or `obsolete` task a sink holds as `created`; and how many are already in place."""
     if not table_exists(con, "analytics", "alert_events"):
         return [], 0
-    tasks = query(con, SINK_TASKS_SQL, [CLOSED_TASK_STATUS])
+    tasks = query(con, SINK_TASKS_SQL, [list(CLOSED_TASK_STATUSES)])
     records = {
         (r[0], r[1]): (r[2], r[3])
         for r in con.execute("SELECT task_id, sink, status, remote_id FROM actions.task_sinks").fetchall()
@@ -860,7 +938,7 @@ def sync_sinks(connect, config: TaskSinksConfig, log=None, crm_ids: CrmIdMapping
             if item.action == "create":
                 remote = sink.create(TaskRequest.from_task_row(item.task, item.account_crm_id))
             else:
-                sink.close(item.remote_id, CLOSED_TASK_STATUS)
+                sink.close(item.remote_id, item.task["status"])
         except Exception as error:  # noqa: BLE001 - one sink's failure never stops the others (nor Slack)
             reason = str(error) if isinstance(error, SinkError) else f"{item.sink} sink: {type(error).__name__}: {error}"
             counts.failed += 1
@@ -884,7 +962,7 @@ def sync_sinks(connect, config: TaskSinksConfig, log=None, crm_ids: CrmIdMapping
                 record_task_sink(con, item.task, item.sink, SINK_CREATED, remote.remote_id, remote.url, reason=unlinked)
             else:
                 counts.closed += 1
-                record_task_sink(con, item.task, item.sink, SINK_CLOSED, reason=f"closed as {CLOSED_TASK_STATUS}")
+                record_task_sink(con, item.task, item.sink, SINK_CLOSED, reason=f"closed as {item.task['status']}")
     return counts
 
 

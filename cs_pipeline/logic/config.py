@@ -358,6 +358,10 @@ class Task(_Strict):
     owner: str = ACCOUNT_OWNER  # the account's owner_email, or a fixed email address
     due_in_days: int = Field(ge=0)
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    # What the task becomes when the rule's condition clears: `done` (clearing is the outcome the
+    # task worked for), `obsolete` (the reason for it went away), or `keep_open` (the condition
+    # says nothing about the work, e.g. a one-day event: the episode ends, the task stays).
+    on_resolve: Literal["done", "obsolete", "keep_open"] = "done"
 
 
 class Rule(_Strict):

@@ -5,7 +5,8 @@
   (its attempt started but the outcome is unknown);
 - a per-channel pacer: Slack allows about one message per second per channel, so posts to one
   channel are spaced while other channels go ahead, and a 429 backs off only its channel;
-- whether a snoozed or acknowledged alert may notify.
+- whether a snoozed or acknowledged alert may notify;
+- how long the sensor waits before retrying after dispatch runs that keep failing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from typing import Generic, TypeVar
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -46,24 +47,37 @@ def is_resolved(last_open_day: dt.date, latest_evaluated_live_day: dt.date) -> b
 
 
 def split_for_digest(
-    items: list[tuple[str, str]], sent_today: dict[str, int], cap: int | None, digest_info: bool = True
+    items: list[tuple[str, str]], sent_today: dict[str, int], cap: int | None, digest_severities: Collection[str] = ()
 ) -> tuple[list[int], list[int]]:
     """Which of `items` (addressee, severity), in send order, go alone and which to the digest.
 
-    Info alerts go to the digest; any other goes alone while its addressee has had fewer than
-    `cap` alert messages today (`sent_today` plus those going alone now), then to the digest
-    (no cap when `cap` is None).
-    Returns the indexes (alone, digest).
+    Alerts of `digest_severities` go to the digest; any other goes alone while its addressee has
+    had fewer than `cap` alert messages today (`sent_today` plus those going alone now), then to
+    the digest (no cap when `cap` is None). Returns the indexes (alone, digest).
     """
     alone, digest = [], []
     counted = dict(sent_today)
     for i, (addressee, severity) in enumerate(items):
-        if (digest_info and severity == "info") or (cap is not None and counted.get(addressee, 0) >= cap):
+        if severity in digest_severities or (cap is not None and counted.get(addressee, 0) >= cap):
             digest.append(i)
         else:
             counted[addressee] = counted.get(addressee, 0) + 1
             alone.append(i)
     return alone, digest
+
+
+# The sensor retries the first failed dispatch runs on its next tick (a short Slack outage costs a
+# minute), then backs off: 1, 2, 4 ... minutes after each further failed run, up to a cap.
+IMMEDIATE_RETRIES = 3
+
+
+def retry_delay_seconds(failed_in_a_row: int, max_minutes: int) -> int:
+    """Seconds to wait after the last of `failed_in_a_row` consecutive dispatch runs that need a
+    retry before the next one: 0 for the first IMMEDIATE_RETRIES, then 1, 2, 4 ... minutes,
+    at most `max_minutes` (0: never wait)."""
+    if failed_in_a_row <= IMMEDIATE_RETRIES or max_minutes <= 0:
+        return 0
+    return 60 * min(2 ** min(failed_in_a_row - IMMEDIATE_RETRIES - 1, 30), max_minutes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from urllib.error import URLError
 from urllib.parse import urlsplit
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
@@ -41,6 +41,7 @@ from cs_pipeline.messages import (
     render_resolved,
     render_run_failure,
 )
+from cs_pipeline.settings import SEVERITIES
 
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 OWNER_NOT_FOUND = {"users_not_found", "user_not_found"}
@@ -109,12 +110,22 @@ class SlackResource(dg.ConfigurableResource):
     )
 
     # Off by default: each live alert gets its own message (CONTRACT.md §4) until a team opts in.
-    digest_info_alerts: bool = Field(
-        default=False, description="Send a CSM's new info alerts in one daily digest instead of one message each."
+    digest_severities: list[str] = Field(
+        default=[],
+        description="Severities whose new alerts a CSM gets in one digest per dispatch instead of one message each "
+        "(CS_PIPELINE_DIGEST_SEVERITIES).",
     )
     max_alerts_per_csm_per_day: int | None = Field(
         default=None, description="Alert messages one CSM gets a day; further new alerts go to the digest (None: no cap)."
     )
+
+    @field_validator("digest_severities")
+    @classmethod
+    def _known_severities(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in SEVERITIES]
+        if unknown:
+            raise ValueError(f"unknown severity {unknown[0]!r}; choose from {', '.join(SEVERITIES)}")
+        return value
 
     _clients: dict[str, WebClient] = PrivateAttr(default_factory=dict)
     _owner_ids: dict[str, str | None] = PrivateAttr(default_factory=dict)

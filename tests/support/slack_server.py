@@ -72,6 +72,7 @@ class SlackServer(LoopbackServer):
         self.requests: list[dict] = []  # every API call: method, outcome (HTTP status or fault kind)
         self.per_channel_limit_per_second = per_channel_limit_per_second
         self.rate_limited_posts = 0  # posts refused by the per-channel limit
+        self.admitted_at: dict[str, list[float]] = defaultdict(list)  # channel id -> monotonic times of posts let through
         self._last_post: dict[str, float] = {}
         self.revoked_error: str | None = None  # set to e.g. "account_inactive" to refuse every token
         self._lock = threading.Lock()
@@ -220,6 +221,7 @@ class SlackServer(LoopbackServer):
                 self.rate_limited_posts += 1
                 return wait
             self._last_post[channel_id] = now
+            self.admitted_at[channel_id].append(now)
             return 0.0
 
     def conversations_open(self, params: dict) -> dict:
