@@ -1,6 +1,7 @@
 """The dispatch job's sending: outbox row before the post, no duplicate across crashes, pacing."""
 
 import datetime as dt
+import itertools
 import socket
 import time
 
@@ -157,8 +158,11 @@ def test_a_burst_of_200_across_3_channels_is_paced_and_delivered_once_in_severit
         for user in OWNERS.values():
             posted = [rank[severity[m["metadata"]["event_payload"]["alert_id"]]] for m in server.messages_to(user)]
             assert len(posted) > 60 and posted == sorted(posted)
-        # Channels interleave: three channels go beyond what one channel is allowed.
-        assert counts.alerts_per_second > limit * 1.25, counts
+        # Channels interleave (one channel's pause does not hold the others back): every run of
+        # consecutive posts to one channel is short. No timing is asserted; speed is in bench/.
+        channels = [m["channel"] for m in server.messages]
+        longest_run = max(len(list(group)) for _, group in itertools.groupby(channels))
+        assert longest_run <= 5, longest_run
         assert server.rate_limited_posts <= 3
 
 
