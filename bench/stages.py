@@ -54,8 +54,15 @@ def _day(args: dict) -> dt.date:
 
 
 def _resources():
+    """The definitions' resources; also builds one throwaway asset context, because the first
+    `build_asset_context` of a process costs about 1 s of Dagster's lazy imports, which is the
+    harness's start-up, not the asset's work (a real run pays it once per run, not per asset)."""
+    import dagster as dg
+
     from cs_pipeline.definitions import resources
 
+    with dg.build_asset_context():
+        pass
     return resources()
 
 
