@@ -90,7 +90,10 @@ def _dates(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 
 def _window_bits(month: pd.Timestamp, first: pd.Timestamp, last: pd.Timestamp) -> int:
-    """The active_days bits of the days [first, last] that fall in `month` (bit 0 = the 1st)."""
+    """The active_days bits of the days [first, last] that fall in `month` (bit 0 = the 1st).
+
+    Written again on purpose rather than imported from cs_pipeline.logic.usage: a baseline that
+    shares the pipeline's code could not catch a bug in it."""
     lo, hi = max(first, month), min(last, month + pd.offsets.MonthEnd(0))
     return 0 if lo > hi else ((1 << (hi.day - lo.day + 1)) - 1) << (lo.day - 1)
 

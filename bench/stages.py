@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import resource
 import sys
 import time
@@ -64,6 +65,22 @@ def _resources():
     with dg.build_asset_context():
         pass
     return resources()
+
+
+@contextlib.contextmanager
+def _reloading_exports():
+    """Snapshot exports are read and loaded even when unchanged since their last load, as on a
+    day when the export job wrote them again (`CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS`)."""
+    name = "CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS"
+    before = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def _instance():
@@ -141,15 +158,12 @@ def stage_ingest_snapshots(args: dict) -> dict:
     """raw_snapshots: every snapshot entity (accounts, users, ...) read, validated and replaced in
     one dlt run (forced: the set-up loaded the same files already); then the same asset again on
     the unchanged files, which skips them (`seconds_when_unchanged`, what a daily run pays)."""
-    import os
-
     from cs_pipeline.assets.ingest import raw_snapshots
 
-    os.environ["CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS"] = "true"
-    started = time.perf_counter()
-    _materialize([raw_snapshots])
-    seconds = time.perf_counter() - started
-    del os.environ["CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS"]
+    with _reloading_exports():
+        started = time.perf_counter()
+        _materialize([raw_snapshots])
+        seconds = time.perf_counter() - started
     again = time.perf_counter()
     _materialize([raw_snapshots])
     unchanged = time.perf_counter() - again
@@ -258,17 +272,13 @@ def stage_run(args: dict) -> dict:
     The snapshot exports are reloaded as if they had been exported again, as a daily export job
     does (`CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS`): the set-up loaded the same files already, and
     a run that skipped them would measure less than a real day."""
-    import os
-
     from cs_pipeline.cli import run_pipeline
 
     first, last = dt.date.fromisoformat(args["first"]), dt.date.fromisoformat(args["last"])
-    os.environ["CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS"] = "true"
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _reloading_exports(), contextlib.redirect_stdout(io.StringIO()):
+        started = time.perf_counter()
         outcome = run_pipeline(first, last, quiet=True)
-    seconds = time.perf_counter() - started
-    del os.environ["CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS"]
+        seconds = time.perf_counter() - started
     events = _count("SELECT count(*) FROM raw.events WHERE event_date BETWEEN ? AND ?", [first, last])
     # Where the run's time went: each step's wall time, from the Dagster instance's event log.
     instance = _instance()
