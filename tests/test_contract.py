@@ -6,7 +6,17 @@ import gzip
 import polars as pl
 import pytest
 
-from cs_pipeline.logic.contract import ENTITIES, SourceFileError, read_entity_file, read_event_file, validate
+from cs_pipeline.logic.contract import (
+    ENTITIES,
+    SourceFileError,
+    _read_jsonl_at_once,
+    _read_jsonl_by_line,
+    normalise_timestamp,
+    parse_timestamps,
+    read_entity_file,
+    read_event_file,
+    validate,
+)
 
 
 def test_timestamps_in_any_iso_8601_form_become_naive_utc():
@@ -23,6 +33,36 @@ def test_timestamps_in_any_iso_8601_form_become_naive_utc():
         dt.datetime(2025, 3, 10, 8), dt.datetime(2025, 3, 10, 8), dt.datetime(2025, 3, 10, 8),
         dt.datetime(2025, 3, 10, 8), dt.datetime(2025, 3, 10, 9, 0, 0, 250000),
     ]
+
+
+def test_the_fast_timestamp_path_parses_exactly_what_the_normalising_one_does():
+    text = pl.Series([
+        "2024-05-11T09:15:47Z", "2024-05-11T09:15:47.123456Z", "2024-05-11T09:15:47.1Z", "2024-05-11T9:15:47Z",
+        " 2024-05-11T09:15:47Z", "2024-05-11T09:15:47Z ", "2024-05-11 09:15:47Z", "2024-05-11T09:15Z",
+        "2024-05-11T09:15:47z", "2024-05-11T09:15:47+02:00", "2024-05-11", "2024-5-1T09:15:47Z",
+        "2024-05-11T09:15:60Z", "2024-02-30T09:15:47Z", "2024-05-11T09:15:47.1234567891Z", "x", None, "",
+        "2024-05-11T24:00:00Z", "+2024-05-11T09:15:47Z", "2024-05-11T09:15:47.Z", "02024-05-11T09:15:47Z",
+    ])
+    expected = pl.select(normalise_timestamp(pl.lit(text))).to_series()
+    assert parse_timestamps(text).to_list() == expected.to_list()
+    assert expected.null_count() == 7  # the unparseable ones stay null on both paths
+
+
+def test_json_lines_read_in_one_pass_or_line_by_line_give_the_same_rows(tmp_path):
+    data = (
+        b'{"ticket_id": "t1", "account_id": "a", "csat": 5, "reopened": true, "subject": null}\n'
+        b'{"subject": "s", "account_id": "b", "ticket_id": "t2", "ticket_id": "again", "reopened": false}\n'
+    )
+    at_once = _read_jsonl_at_once(data)
+    assert at_once is not None and at_once.equals(_read_jsonl_by_line(tmp_path / "t.jsonl", data))
+    assert at_once["_line"].to_list() == [1, 2]
+    assert at_once["ticket_id"].to_list() == ["t1", "t2"]  # a repeated key keeps its first value
+    assert at_once["csat"].to_list() == ["5", None] and at_once["reopened"].to_list() == ["true", "false"]
+    # What one pass could not give exactly (line numbers, the text of decimals and nested values,
+    # a reason per broken line) goes line by line.
+    for odd in (b'{"a": 1}\n\n{"a": 2}\n', b'{"a": 1.5}\n', b'{"a": {"b": 1}}\n', b'{"a": 1}\n[1]\n', b'{"a": 1}\n{not json\n'):
+        assert _read_jsonl_at_once(odd) is None, odd
+    assert _read_jsonl_by_line(tmp_path / "t.jsonl", b'{"a": 1}\n\n{"a": 2.0}\n')["_line"].to_list() == [1, 3]
 
 
 def test_every_broken_rule_is_named_and_good_rows_are_kept():
