@@ -7,6 +7,7 @@ under tmp_path, so several test processes can run dbt at the same time.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,9 +353,14 @@ def daily_runs(built) -> dict[str, list[tuple]]:
     warehouse, work, _ = built
     snapshots: dict[str, list[tuple]] = {}
 
-    def daily(name: str, min_date: str, max_date: str, *extra: str) -> None:
-        args = ["build", "--select", "tag:daily", "--vars", daily_vars(min_date, max_date), *extra]
-        result = run_dbt(warehouse, work, *args)
+    def daily(name: str, min_date: str, max_date: str, *extra: str, in_environment: bool = False) -> None:
+        if in_environment:  # as Dagster passes them (CS_PIPELINE_DBT_VARS, macros/run_var.sql)
+            run_vars = {"min_date": min_date, "max_date": max_date, "product_events": ["login", "report.created"]}
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("CS_PIPELINE_DBT_VARS", json.dumps(run_vars))
+                result = run_dbt(warehouse, work, "build", "--select", "tag:daily", *extra)
+        else:
+            result = run_dbt(warehouse, work, "build", "--select", "tag:daily", "--vars", daily_vars(min_date, max_date), *extra)
         assert result.success, node_statuses(result)
         assert set(node_statuses(result).values()) <= {"success", "pass"}
         snapshots[name] = activity(warehouse)
@@ -362,7 +368,7 @@ def daily_runs(built) -> dict[str, list[tuple]]:
         snapshots[name + "/months"] = monthly_activity(warehouse)
 
     daily("first", "2025-01-01", "2025-01-02")
-    daily("again", "2025-01-01", "2025-01-02")
+    daily("again", "2025-01-01", "2025-01-02", in_environment=True)
     # --full-refresh is ignored by the daily model: it would drop the days outside the range.
     daily("next_day", "2025-01-03", "2025-01-03", "--full-refresh")
     # Ingestion reloads 2025-01-02 without E5; re-running that day replaces its rows.

@@ -2,8 +2,8 @@
 
 dbt's `raw` source tables map to the asset keys the ingestion assets use (`raw/accounts`, ...),
 so the graph is one lineage from raw tables to alerts. dbt tests become asset checks. Models
-tagged `daily` are partitioned: Dagster passes the run's days as `--vars {min_date, max_date}`,
-and a backfill is one dbt invocation for the whole range.
+tagged `daily` are partitioned: Dagster passes the run's days (`min_date`, `max_date`) in
+`CS_PIPELINE_DBT_VARS`, and a backfill is one dbt invocation for the whole range.
 """
 
 
@@ -70,16 +70,46 @@ def dbt_resource() -> DbtCliResource:
     return DbtCliResource(project_dir=dbt_project, profiles_dir=str(settings.DBT_PROJECT_DIR))
 
 
-def build(dbt: DbtCliResource, args: list[str], context: dg.AssetExecutionContext):
+RUN_VARS = "CS_PIPELINE_DBT_VARS"
+PARTIAL_PARSE = "partial_parse.msgpack"
+
+
+def build(dbt: DbtCliResource, args: list[str], context: dg.AssetExecutionContext, run_vars: dict[str, Any] | None = None):
     """Stream a dbt invocation's events into Dagster, then drop its target folder.
 
-    dagster-dbt gives every invocation its own folder of compiled SQL and artifacts (about 3 MB);
-    a successful run's folder is removed so a daily schedule does not fill the disk, and a failed
-    run's folder stays for debugging (the exception skips the clean-up).
+    `run_vars` reach dbt in the environment (`CS_PIPELINE_DBT_VARS`, read by the run_var macro),
+    not as `--vars`: dbt parses the whole project again whenever --vars change, about 2 s a day.
+
+    dagster-dbt gives every invocation its own target folder and seeds it with the project's
+    `target/partial_parse.msgpack`; the invocation's own parse state is copied back there, so
+    the next run parses only what changed (the first run after a change of the warehouse path,
+    which is part of the profile, parses everything). The folder of compiled SQL and artifacts
+    (about 3 MB) is then removed so a daily schedule does not fill the disk; a failed run's
+    folder stays for debugging (the exception skips the clean-up).
     """
-    invocation = dbt.cli(args, context=context)
+    previous = os.environ.get(RUN_VARS)
+    os.environ[RUN_VARS] = json.dumps(run_vars or {})
+    try:
+        invocation = dbt.cli(args, context=context)  # the dbt process starts here, with this environment
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_VARS, None)
+        else:
+            os.environ[RUN_VARS] = previous
     yield from invocation.stream()
+    _keep_parse_state(invocation.target_path)
     shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+
+def _keep_parse_state(target_path: Path) -> None:
+    state = target_path / PARTIAL_PARSE
+    if not state.exists():
+        return
+    kept = dbt_project.project_dir / dbt_project.target_path / PARTIAL_PARSE
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    incoming = kept.with_name(f".{PARTIAL_PARSE}.{os.getpid()}")
+    shutil.copyfile(state, incoming)
+    os.replace(incoming, kept)  # atomic: a concurrent dbt start reads the old file or the new one
 
 
 @dbt_assets(
@@ -109,4 +139,4 @@ def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, cs_
     start, end = run_dates(context)
     events = list(dict.fromkeys(cs_config.health_model().product.events))
     dbt_vars = {"min_date": start.isoformat(), "max_date": end.isoformat(), "product_events": events}
-    yield from build(dbt, ["build", "--vars", json.dumps(dbt_vars)], context)
+    yield from build(dbt, ["build"], context, run_vars=dbt_vars)

@@ -1,6 +1,6 @@
 {#
-    The days a daily run covers, from the vars Dagster passes:
-        --vars '{min_date: 2025-03-01, max_date: 2025-03-07}'
+    The days a daily run covers, from the run's vars (see run_var; by hand:
+        --vars '{min_date: 2025-03-01, max_date: 2025-03-07}').
     Returns {'min_date': 'YYYY-MM-DD', 'max_date': 'YYYY-MM-DD'}, both inclusive.
 
     Stops the run with a message saying what to pass when a var is missing or is not a date:
@@ -14,7 +14,7 @@
     {%- set usage = "--vars '{min_date: YYYY-MM-DD, max_date: YYYY-MM-DD}'" -%}
     {%- set bounds = {} -%}
     {%- for name in ['min_date', 'max_date'] -%}
-        {%- set value = var(name, none) -%}
+        {%- set value = run_var(name) -%}
         {%- if value is none or (value | string | trim) == '' -%}
             {{ exceptions.raise_compiler_error(
                 "var '" ~ name ~ "' is missing: " ~ model.name ~ " (tag daily) works on a range of days; pass " ~ usage

@@ -1,12 +1,15 @@
 {#
     The product events that get their own count columns in fct_account_daily_activity, from the
-    health model (product.events), which Dagster passes with the daily range:
-        --vars '{min_date: ..., max_date: ..., product_events: [login, report.created]}'
-    Without the var, only the totals are built. Names are checked by the health model's loader
+    health model (product.events), which Dagster passes with the daily range (see run_var; by hand:
+        --vars '{min_date: ..., max_date: ..., product_events: [login, report.created]}').
+    Without the var, only the totals are built; at parse time, none (columns are not parsed). Names are checked by the health model's loader
     (lower case, digits, '.' and '_'), so they are safe in SQL; the check here stops anything else.
 #}
 {% macro product_events() -%}
-    {%- set events = var('product_events', []) -%}
+    {%- if not execute -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set events = run_var('product_events', []) -%}
     {%- if events is string -%}
         {%- set events = [events] -%}
     {%- endif -%}
