@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from cs_pipeline.logic.config import HealthModel
+from cs_pipeline.logic.latest import latest_on_or_before
 from cs_pipeline.logic.scoring import score_health
 
 TREND_DAYS = (7, 30)
@@ -27,65 +28,57 @@ def dates_needed(dates: Sequence[dt.date]) -> list[dt.date]:
     return sorted(needed)
 
 
-def _asof(frame: pl.LazyFrame, right: pl.LazyFrame, on: str, columns: list[str]) -> pl.LazyFrame:
-    """For each (account, partition_date) the right-hand row with the latest `on` day <= D."""
-    right = right.select("account_id", pl.col(on).alias("_key"), *columns).sort("_key")
-    return frame.sort("partition_date").join_asof(
-        right, left_on="partition_date", right_on="_key", by="account_id", strategy="backward", check_sortedness=False
-    ).drop("_key")
+def _end_of(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
 
 
-def _contract_context(grid: pl.LazyFrame, terms: pl.LazyFrame) -> pl.LazyFrame:
+def _contract_context(terms: pl.LazyFrame, dates: Sequence[dt.date]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Each account's first term start, and per (account, day) its live term's end date and ARR."""
     first = terms.group_by("account_id").agg(pl.col("start_date").min().alias("first_term_start"))
     live = (
-        grid.select("account_id", "partition_date")
-        .join(terms.select("account_id", "start_date", "end_date", "arr"), on="account_id")
+        terms.filter((pl.col("start_date") <= max(dates)) & (pl.col("end_date") >= min(dates)))
+        .select("account_id", "start_date", "end_date", "arr")
+        .join(pl.LazyFrame({"partition_date": dates}, schema={"partition_date": pl.Date}), how="cross")
         .filter(pl.col("partition_date").is_between(pl.col("start_date"), pl.col("end_date")))
         # Overlapping terms: the most recently started one is current.
-        .sort("start_date")
         .group_by("account_id", "partition_date")
-        .agg(pl.col("end_date").last().alias("contract_end_date"), pl.col("arr").last().alias("arr"))
-    )
-    return (
-        grid.join(first, on="account_id", how="left")
-        .join(live, on=["account_id", "partition_date"], how="left")
-        .with_columns(
-            pl.col("contract_end_date").is_not_null().alias("has_live_term"),
-            (pl.col("partition_date") - pl.col("first_term_start")).dt.total_days().alias("days_since_contract_start"),
-            (pl.col("contract_end_date") - pl.col("partition_date")).dt.total_days().alias("days_to_renewal"),
-        )
-    )
-
-
-def _nps_context(frame: pl.LazyFrame, nps: pl.LazyFrame) -> pl.LazyFrame:
-    per_day = (
-        nps.sort("submitted_at")
-        .group_by("account_id", "submitted_date")
         .agg(
-            pl.col("score").last().alias("_last_score"),
-            pl.col("score").min().alias("lowest_nps_today"),
-            pl.len().cast(pl.Int64).alias("nps_responses_today"),
+            pl.col("end_date").sort_by("start_date").last().alias("contract_end_date"),
+            pl.col("arr").sort_by("start_date").last().alias("arr"),
         )
     )
-    frame = _asof(frame, per_day, "submitted_date", ["_last_score"]).rename({"_last_score": "latest_nps"})
-    today = per_day.select(
-        "account_id", pl.col("submitted_date").alias("partition_date"), "lowest_nps_today", "nps_responses_today"
-    )
-    return frame.join(today, on=["account_id", "partition_date"], how="left").with_columns(
-        pl.col("nps_responses_today").fill_null(0)
-    )
+    return first, live
 
 
-def _ticket_context(grid: pl.LazyFrame, tickets: pl.LazyFrame) -> pl.LazyFrame:
+def _nps_context(nps: pl.LazyFrame, dates: Sequence[dt.date]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Per (account, day): the latest answer's score on or before it, and that day's lowest score and count."""
+    latest = latest_on_or_before(nps, "submitted_date", dates, ["score"], ["submitted_at"]).rename({"score": "latest_nps"})
+    today = (
+        nps.filter(pl.col("submitted_date").is_in(list(dates)))
+        .group_by("account_id", pl.col("submitted_date").alias("partition_date"))
+        .agg(pl.col("score").min().alias("lowest_nps_today"), pl.len().cast(pl.Int64).alias("nps_responses_today"))
+    )
+    return latest, today
+
+
+def _ticket_context(tickets: pl.LazyFrame, dates: Sequence[dt.date]) -> pl.LazyFrame:
     """Tickets open or pending at the end of D: created by then and not resolved or closed by then."""
-    end = (pl.col("partition_date").cast(pl.Datetime("us")) + pl.duration(days=1))
+    end = pl.col("partition_date").cast(pl.Datetime("us")) + pl.duration(days=1)
     open_at_end = (pl.col("created_at") < end) & (pl.col("resolved_at").is_null() | (pl.col("resolved_at") >= end))
-    high = open_at_end & pl.col("priority").is_in(list(OPEN_TICKET_PRIORITIES))
     return (
-        grid.select("account_id", "partition_date")
-        .join(tickets.select("account_id", "created_at", "resolved_at", "priority"), on="account_id")
+        tickets.select("account_id", "created_at", "resolved_at", "priority")
+        # Only tickets open at the end of at least one of the days.
+        .filter(
+            (pl.col("created_at") < _end_of(max(dates)))
+            & (pl.col("resolved_at").is_null() | (pl.col("resolved_at") >= _end_of(min(dates))))
+        )
+        .join(pl.LazyFrame({"partition_date": dates}, schema={"partition_date": pl.Date}), how="cross")
+        .filter(open_at_end)
         .group_by("account_id", "partition_date")
-        .agg(open_at_end.sum().cast(pl.Int64).alias("open_tickets"), high.sum().cast(pl.Int64).alias("open_high_priority_tickets"))
+        .agg(
+            pl.len().cast(pl.Int64).alias("open_tickets"),
+            pl.col("priority").is_in(list(OPEN_TICKET_PRIORITIES)).sum().cast(pl.Int64).alias("open_high_priority_tickets"),
+        )
     )
 
 
@@ -107,20 +100,31 @@ def account_health(
     `tickets`: account_id, created_at, resolved_at, priority. `activities`: account_id, occurred_at.
     """
     all_dates = dates_needed(dates)
+    keys = ["account_id", "partition_date"]
     grid = accounts.lazy().join(pl.LazyFrame({"partition_date": all_dates}, schema={"partition_date": pl.Date}), how="cross")
-    frame = grid.join(usage.lazy(), on=["account_id", "partition_date"], how="left")
-    frame = _contract_context(frame, terms.lazy())
-    touches = (
-        activities.lazy()
-        .select("account_id", pl.col("occurred_at").dt.date().alias("touch_date"))
-        .unique()
-        .with_columns(pl.col("touch_date").alias("last_touch_date"))
+    frame = grid.join(usage.lazy(), on=keys, how="left")
+    first_term, live_term = _contract_context(terms.lazy(), all_dates)
+    frame = (
+        frame.join(first_term, on="account_id", how="left")
+        .join(live_term, on=keys, how="left")
+        .with_columns(
+            pl.col("contract_end_date").is_not_null().alias("has_live_term"),
+            (pl.col("partition_date") - pl.col("first_term_start")).dt.total_days().alias("days_since_contract_start"),
+            (pl.col("contract_end_date") - pl.col("partition_date")).dt.total_days().alias("days_to_renewal"),
+        )
     )
-    frame = _asof(frame, touches, "touch_date", ["last_touch_date"]).with_columns(
+    touches = activities.lazy().select("account_id", pl.col("occurred_at").dt.date().alias("touch_date"))
+    last_touch = latest_on_or_before(touches, "touch_date", all_dates, ["touch_date"]).rename({"touch_date": "last_touch_date"})
+    frame = frame.join(last_touch, on=keys, how="left").with_columns(
         (pl.col("partition_date") - pl.col("last_touch_date")).dt.total_days().alias("days_since_last_touch")
     )
-    frame = _nps_context(frame, nps.lazy())
-    frame = frame.join(_ticket_context(grid, tickets.lazy()), on=["account_id", "partition_date"], how="left").with_columns(
+    latest_nps, nps_today = _nps_context(nps.lazy(), all_dates)
+    frame = (
+        frame.join(latest_nps, on=keys, how="left")
+        .join(nps_today, on=keys, how="left")
+        .with_columns(pl.col("nps_responses_today").fill_null(0))
+    )
+    frame = frame.join(_ticket_context(tickets.lazy(), all_dates), on=keys, how="left").with_columns(
         pl.col("open_tickets").fill_null(0), pl.col("open_high_priority_tickets").fill_null(0)
     )
     scored = score_health(frame.collect(), model)
@@ -128,13 +132,14 @@ def account_health(
     has_usage = pl.col("active_users").is_not_null() if "active_users" in scored.columns else pl.lit(True)
     scored = scored.with_columns(pl.when(has_usage).then(pl.col(c)).alias(c) for c in ("score", "band"))
     trend = scored.select("account_id", "partition_date", "score")
+    result = scored.filter(pl.col("partition_date").is_in(list(dates)))
     for back in TREND_DAYS:
         earlier = trend.select(
             "account_id",
             (pl.col("partition_date") + dt.timedelta(days=back)).alias("partition_date"),
             pl.col("score").alias(f"score_{back}d_ago"),
         )
-        scored = scored.join(earlier, on=["account_id", "partition_date"], how="left").with_columns(
+        result = result.join(earlier, on=keys, how="left").with_columns(
             (pl.col("score") - pl.col(f"score_{back}d_ago")).round(3).alias(f"score_change_{back}d")
         )
-    return scored.filter(pl.col("partition_date").is_in(list(dates))).sort("partition_date", "account_id")
+    return result.sort("partition_date", "account_id")

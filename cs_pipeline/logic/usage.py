@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from cs_pipeline.logic.config import event_column
+from cs_pipeline.logic.latest import latest_on_or_before
 
 WINDOWS = (7, 30)
 DAY = dt.timedelta(days=1)
@@ -43,28 +44,44 @@ def window_bits(month: dt.date, first: dt.date, last: dt.date) -> int:
     return ((1 << (hi.day - lo.day + 1)) - 1) << (lo.day - 1)
 
 
-def _window_sums(account_days: pl.LazyFrame, day: dt.date, days: int, events: Sequence[str]) -> pl.LazyFrame:
-    """Logins, events (and, over 30 days, each product event) summed over the `days` days to D."""
-    suffix = f"_{days}d"
-    per_event = [event_column(e) for e in events] if days == 30 else []
+def _window_sums(account_days: pl.LazyFrame, day: dt.date, events: Sequence[str]) -> pl.LazyFrame:
+    """Logins, events (and, over 30 days, each product event) summed over each window to D, in one pass."""
+    longest = max(WINDOWS)
+    sums = []
+    for days in WINDOWS:
+        inside = pl.col("activity_date") >= day - dt.timedelta(days=days - 1)
+        per_event = [event_column(e) for e in events] if days == 30 else []
+        sums += [(pl.col(c) if days == longest else pl.col(c).filter(inside)).sum().alias(f"{c}_{days}d")
+                 for c in ["logins", "events", *per_event]]
     return (
-        account_days.filter(pl.col("activity_date").is_between(day - dt.timedelta(days=days - 1), day))
+        account_days.filter(pl.col("activity_date").is_between(day - dt.timedelta(days=longest - 1), day))
         .group_by("account_id")
-        .agg(pl.col(c).sum().alias(c + suffix) for c in ["logins", "events", *per_event])
+        .agg(sums)
     )
 
 
-def _window_users(user_months: pl.LazyFrame, day: dt.date, days: int) -> pl.LazyFrame:
-    """Distinct users with activity in the `days` days to D: a bit inside the window in either month."""
+def _window_bits(day: dt.date, days: int) -> pl.Expr:
+    """Per user-month row, the active_days bits of the `days` days to D (0 for a month outside them)."""
     first = day - dt.timedelta(days=days - 1)
-    months = sorted({month_start(first), month_start(day)})
     bits = pl.lit(0, pl.Int64)
-    for month in reversed(months):
+    for month in sorted({month_start(first), month_start(day)}, reverse=True):
         bits = pl.when(pl.col("activity_month") == month).then(pl.lit(window_bits(month, first, day), pl.Int64)).otherwise(bits)
+    return bits
+
+
+def _window_users(user_months: pl.LazyFrame, day: dt.date) -> pl.LazyFrame:
+    """Distinct users with activity in each window to D: a bit inside the window in either month."""
+    longest = max(WINDOWS)
+    months = sorted({month_start(day - dt.timedelta(days=longest - 1)), month_start(day)})
+    active = [((pl.col("active_days") & _window_bits(day, days)) != 0) for days in WINDOWS]
     return (
-        user_months.filter(pl.col("activity_month").is_in(months) & ((pl.col("active_days") & bits) != 0))
+        user_months.filter(pl.col("activity_month").is_in(months) & active[WINDOWS.index(longest)])
         .group_by("account_id")
-        .agg(pl.col("user_id").n_unique().cast(pl.Int64).alias(f"active_users_{days}d"))
+        .agg(
+            (pl.col("user_id") if days == longest else pl.col("user_id").filter(inside)).n_unique().cast(pl.Int64)
+            .alias(f"active_users_{days}d")
+            for days, inside in zip(WINDOWS, active)
+        )
     )
 
 
@@ -94,22 +111,16 @@ def _one_day(
     frame = frame.join(
         account_days.filter(pl.col("activity_date") == day).select("account_id", *day_columns), on="account_id", how="left"
     )
-    for days in WINDOWS:
-        frame = frame.join(_window_users(user_months, day, days), on="account_id", how="left")
-        frame = frame.join(_window_sums(account_days, day, days, events), on="account_id", how="left")
+    frame = frame.join(_window_users(user_months, day), on="account_id", how="left")
+    frame = frame.join(_window_sums(account_days, day, events), on="account_id", how="left")
     return frame.join(_seats(users, day), on="account_id", how="left")
 
 
-def _last_login(frame: pl.LazyFrame, login_days: pl.LazyFrame) -> pl.LazyFrame:
-    """The latest day with a login on or before D, from all history (an as-of join, not a scan per day)."""
-    logins = login_days.select(
-        "account_id", pl.col("activity_date").alias("last_login_date"), pl.col("activity_date").alias("_login_key")
-    ).sort("_login_key")
-    return (
-        frame.sort("partition_date")
-        .join_asof(logins, left_on="partition_date", right_on="_login_key", by="account_id", strategy="backward", check_sortedness=False)
-        .drop("_login_key")
-        .with_columns((pl.col("partition_date") - pl.col("last_login_date")).dt.total_days().alias("days_since_last_login"))
+def _last_login(frame: pl.LazyFrame, login_days: pl.LazyFrame, dates: Sequence[dt.date]) -> pl.LazyFrame:
+    """The latest day with a login on or before D, from all history (no scan per day)."""
+    last = latest_on_or_before(login_days, "activity_date", dates, ["activity_date"]).rename({"activity_date": "last_login_date"})
+    return frame.join(last, on=["account_id", "partition_date"], how="left").with_columns(
+        (pl.col("partition_date") - pl.col("last_login_date")).dt.total_days().alias("days_since_last_login")
     )
 
 
@@ -165,7 +176,7 @@ def account_daily_usage(
         return pl.DataFrame()
     counts = count_columns(events)
     frame = pl.concat(days, how="diagonal_relaxed").with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts)
-    frame = _last_login(frame, login_days.lazy()).with_columns(_rates(key_features))
+    frame = _last_login(frame, login_days.lazy(), dates).with_columns(_rates(key_features))
     ordered = ["partition_date", "account_id", *counts[:-2], "last_login_date", "days_since_last_login",
                "licenses", "assigned_users", "activated_users", "license_activation_rate", "deployment_rate",
                "utilization_rate", "key_features_used_30d", "all_key_features_used_30d"]
