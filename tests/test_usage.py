@@ -1,11 +1,13 @@
-"""account_daily_usage's figures from the daily marts, on hand-made rows (no warehouse)."""
+"""account_daily_usage's figures from the daily marts, on hand-made rows (window aggregates in an in-memory DuckDB)."""
 
 import datetime as dt
 
+import duckdb
 import polars as pl
 import pytest
 
-from cs_pipeline.logic.usage import account_daily_usage, window_bits
+from cs_pipeline.logic.usage import account_daily_usage, window_bits, window_sums_sql, window_users_sql
+from cs_pipeline.resources.warehouse import query
 
 D = dt.date
 EVENTS = ["login", "report.created"]
@@ -35,6 +37,10 @@ def _account_days(rows):
 
 
 def _usage(day, account_days, user_months, login_days):
+    return _usage_range([day], account_days, user_months, login_days)
+
+
+def _usage_range(dates, account_days, user_months, login_days):
     accounts = pl.DataFrame({"account_id": ["A1", "A2"], "licenses": [4, 0]})
     users = pl.DataFrame(
         {
@@ -46,7 +52,14 @@ def _usage(day, account_days, user_months, login_days):
     )
     months = pl.DataFrame(user_months, schema=["activity_month", "account_id", "user_id", "active_days"], orient="row")
     logins = pl.DataFrame(login_days, schema=["account_id", "activity_date"], orient="row")
-    return account_daily_usage([day], accounts, users, _account_days(account_days), months, logins, EVENTS, ["report.created"])
+    days = _account_days(account_days)
+    con = duckdb.connect()
+    con.register("account_days", days.to_arrow())
+    con.register("user_months", months.to_arrow())
+    sums = query(con, *window_sums_sql(dates, EVENTS, "account_days"))
+    active = query(con, *window_users_sql(dates, "user_months"))
+    return account_daily_usage(dates, accounts, users, days.filter(pl.col("activity_date").is_in(dates)), sums, active,
+                               logins, EVENTS, ["report.created"])
 
 
 def test_windows_across_a_month_boundary_count_each_user_once():
@@ -81,6 +94,36 @@ def test_windows_across_a_month_boundary_count_each_user_once():
     assert a1["utilization_rate"] == 2.0 and a1["all_key_features_used_30d"] is True
     # No activity at all: zeros, not nulls; no licenses: no rates.
     assert (a2["active_users_30d"], a2["events_30d"], a2["last_login_date"], a2["license_activation_rate"]) == (0, 0, None, None)
+
+
+def test_a_range_run_gives_each_day_the_figures_of_its_own_run():
+    """A backfill computes many days at once; each day's windows must be exactly that day's."""
+    account_days = [
+        (D(2025, 1, 6), "A1", 1, 1, 1, 1, 0),
+        (D(2025, 1, 10), "A1", 2, 2, 5, 2, 3),
+        (D(2025, 1, 30), "A1", 1, 0, 2, 0, 2),
+        (D(2025, 2, 3), "A1", 1, 1, 1, 1, 0),
+        (D(2025, 2, 5), "A1", 1, 0, 4, 0, 1),
+        (D(2025, 2, 5), "A2", 1, 1, 1, 1, 0),
+    ]
+    user_months = [
+        (D(2025, 1, 1), "A1", "U1", (1 << 5) | (1 << 9) | (1 << 29)),
+        (D(2025, 1, 1), "A1", "U2", 1 << 9),
+        (D(2025, 2, 1), "A1", "U1", (1 << 2) | (1 << 4)),
+        (D(2025, 2, 1), "A2", "U4", 1 << 4),
+    ]
+    login_days = [("A1", D(2025, 1, 6)), ("A1", D(2025, 1, 10)), ("A1", D(2025, 2, 3)), ("A2", D(2025, 2, 5))]
+    dates = [D(2025, 1, 31), D(2025, 2, 4), D(2025, 2, 5), D(2025, 2, 8)]
+    together = _usage_range(dates, account_days, user_months, login_days)
+    alone = pl.concat([_usage_range([day], account_days, user_months, login_days) for day in dates])
+    assert together.equals(alone)
+    by_day = {(r["partition_date"], r["account_id"]): r for r in together.to_dicts()}
+    # Feb 8: the 7-day window (Feb 2 .. 8) holds U1 on Feb 3 and 5; the 30-day one (Jan 10 ..) also U2.
+    assert (by_day[D(2025, 2, 8), "A1"]["active_users_7d"], by_day[D(2025, 2, 8), "A1"]["active_users_30d"]) == (1, 2)
+    assert by_day[D(2025, 2, 8), "A1"]["events_7d"] == 5 and by_day[D(2025, 2, 8), "A1"]["events_30d"] == 12
+    # Jan 31: the 30-day window (Jan 2 .. 31) still holds Jan 6.
+    assert by_day[D(2025, 1, 31), "A1"]["logins_30d"] == 3 and by_day[D(2025, 1, 31), "A1"]["active_users_7d"] == 1
+    assert by_day[D(2025, 2, 4), "A2"]["active_users_30d"] == 0 and by_day[D(2025, 2, 5), "A2"]["active_users_7d"] == 1
 
 
 def test_usage_refuses_days_built_before_a_product_event_was_configured():

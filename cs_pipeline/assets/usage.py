@@ -7,7 +7,7 @@ import dagster as dg
 
 from cs_pipeline.assets.common import daily_asset, table_preview
 from cs_pipeline.logic.config import event_column
-from cs_pipeline.logic.usage import WINDOWS, account_daily_usage as compute_usage, month_start
+from cs_pipeline.logic.usage import WINDOWS, account_daily_usage as compute_usage, window_sums_sql, window_users_sql
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_date_range
@@ -75,19 +75,16 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
         accounts = query(con, "SELECT account_id, licenses FROM marts.dim_accounts")
         users = query(con, "SELECT account_id, created_at, activated_at, deactivated_at FROM staging.stg_raw__users")
         _check_event_columns(con, event_columns, first, end)
+        dates = days(start, end)
         account_days = query(
             con,
             "SELECT activity_date, account_id, active_users, logins, events"
             + "".join(f", {c}" for c in event_columns)
             + f" FROM {ACCOUNT_DAYS} WHERE activity_date BETWEEN ? AND ?",
-            [first, end],
+            [start, end],
         )
-        user_months = query(
-            con,
-            f"SELECT activity_month, account_id, user_id, active_days FROM {USER_MONTHS} "
-            "WHERE activity_month BETWEEN ? AND ? AND active_days <> 0",
-            [month_start(first), month_start(end)],
-        )
+        window_sums = query(con, *window_sums_sql(dates, model.product.events, ACCOUNT_DAYS))
+        window_users = query(con, *window_users_sql(dates, USER_MONTHS))
         # Days with a login in the run, plus each account's last login before it (one narrow
         # row per account and day of history: the only read that grows with the days kept).
         login_days = query(
@@ -98,7 +95,7 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
             [start, end, start],
         )
         usage = compute_usage(
-            days(start, end), accounts, users, account_days, user_months, login_days,
+            dates, accounts, users, account_days, window_sums, window_users, login_days,
             model.product.events, model.product.key_features,
         )
         replace_date_range(con, TABLE, usage, start, end)
@@ -109,8 +106,7 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
             "table": TABLE,
             "days": (end - start).days + 1,
             "accounts": accounts.height,
-            "account_day_rows_read": account_days.height,
-            "user_month_rows_read": user_months.height,
+            "window_rows": window_sums.height + window_users.height,
             "preview": table_preview(usage.filter(usage["partition_date"] == end)),
         }
     )

@@ -5,10 +5,14 @@ or per-user rows, so a day's cost does not grow with the history kept:
 
 - `marts.fct_account_daily_activity`: per account and day, active users, logins, events and a
   count per product event. A day's figures are its row; the 7- and 30-day sums add up 7 or 30
-  rows per account.
+  rows per account (`window_sums_sql`).
 - `marts.fct_user_monthly_activity`: per user and month, a bitmask of the days with activity.
   Distinct active users over a window are the users with a bit set inside it, in at most two
-  months: one row per user instead of one per user, day and event.
+  months: one row per user instead of one per user, day and event (`window_users_sql`).
+
+The two window aggregates run in DuckDB, next to their rows (a polars group-by on the same rows
+cost twice as much, most of it moving them out of the warehouse); polars joins them with the
+day's figures, seats and last login and derives the rates.
 
 Every figure is "as of the end of D": nothing after D is used.
 """
@@ -44,45 +48,67 @@ def window_bits(month: dt.date, first: dt.date, last: dt.date) -> int:
     return ((1 << (hi.day - lo.day + 1)) - 1) << (lo.day - 1)
 
 
-def _window_sums(account_days: pl.LazyFrame, day: dt.date, events: Sequence[str]) -> pl.LazyFrame:
-    """Logins, events (and, over 30 days, each product event) summed over each window to D, in one pass."""
+def window_sums_sql(dates: Sequence[dt.date], events: Sequence[str], table: str) -> tuple[str, list]:
+    """SQL (and its parameters) for the logins, events and product-event counts summed over each
+    window to each day of `dates`, from `table` (fct_account_daily_activity's columns).
+
+    DuckDB sums them where the rows are: 30 rows per account and day stay in the warehouse, and
+    only one row per account and day reaches polars."""
     longest = max(WINDOWS)
+    # The daily run (one day) needs no join: the day is a constant, and grouping by the account
+    # alone is twice as fast as by (day, account) after a join.
+    day = f"DATE '{dates[0].isoformat()}'" if len(dates) == 1 else "w.partition_date"
     sums = []
     for days in WINDOWS:
-        inside = pl.col("activity_date") >= day - dt.timedelta(days=days - 1)
-        per_event = [event_column(e) for e in events] if days == 30 else []
-        sums += [(pl.col(c) if days == longest else pl.col(c).filter(inside)).sum().alias(f"{c}_{days}d")
-                 for c in ["logins", "events", *per_event]]
-    return (
-        account_days.filter(pl.col("activity_date").is_between(day - dt.timedelta(days=longest - 1), day))
-        .group_by("account_id")
-        .agg(sums)
-    )
-
-
-def _window_bits(day: dt.date, days: int) -> pl.Expr:
-    """Per user-month row, the active_days bits of the `days` days to D (0 for a month outside them)."""
-    first = day - dt.timedelta(days=days - 1)
-    bits = pl.lit(0, pl.Int64)
-    for month in sorted({month_start(first), month_start(day)}, reverse=True):
-        bits = pl.when(pl.col("activity_month") == month).then(pl.lit(window_bits(month, first, day), pl.Int64)).otherwise(bits)
-    return bits
-
-
-def _window_users(user_months: pl.LazyFrame, day: dt.date) -> pl.LazyFrame:
-    """Distinct users with activity in each window to D: a bit inside the window in either month."""
-    longest = max(WINDOWS)
-    months = sorted({month_start(day - dt.timedelta(days=longest - 1)), month_start(day)})
-    active = [((pl.col("active_days") & _window_bits(day, days)) != 0) for days in WINDOWS]
-    return (
-        user_months.filter(pl.col("activity_month").is_in(months) & active[WINDOWS.index(longest)])
-        .group_by("account_id")
-        .agg(
-            (pl.col("user_id") if days == longest else pl.col("user_id").filter(inside)).n_unique().cast(pl.Int64)
-            .alias(f"active_users_{days}d")
-            for days, inside in zip(WINDOWS, active)
+        per_event = [event_column(e) for e in dict.fromkeys(events)] if days == longest else []
+        sums += [
+            f"sum(d.{c})::BIGINT AS {c}_{days}d" if days == longest
+            else f"(sum(d.{c}) FILTER (WHERE d.activity_date > {day} - {days}))::BIGINT AS {c}_{days}d"
+            for c in ["logins", "events", *per_event]
+        ]
+    bounds = [min(dates) - dt.timedelta(days=longest - 1), max(dates)]
+    if len(dates) == 1:
+        sql = (
+            f"SELECT {day} AS partition_date, d.account_id, {', '.join(sums)} FROM {table} AS d "
+            "WHERE d.activity_date BETWEEN ? AND ? GROUP BY d.account_id"
         )
+        return sql, bounds
+    sql = (
+        "WITH w AS (SELECT unnest(?::DATE[]) AS partition_date) "
+        f"SELECT w.partition_date, d.account_id, {', '.join(sums)} "
+        f"FROM w JOIN {table} AS d ON d.activity_date BETWEEN w.partition_date - {longest - 1} AND w.partition_date "
+        "WHERE d.activity_date BETWEEN ? AND ? GROUP BY w.partition_date, d.account_id"
     )
+    return sql, [list(dates), *bounds]
+
+
+def window_users_sql(dates: Sequence[dt.date], table: str) -> tuple[str, list]:
+    """SQL (and its parameters) for the distinct users active in each window to each day of
+    `dates`, from `table` (fct_user_monthly_activity's columns): the users with a bit inside the
+    window in either of its months.
+
+    Counted in DuckDB: the user-month rows (1.4M string ids at 1M users) never leave the
+    warehouse, which halves the cost of reading them and counting in polars."""
+    rows = []
+    longest = max(WINDOWS)
+    for day in dates:
+        first = {days: day - dt.timedelta(days=days - 1) for days in WINDOWS}
+        for month in sorted({month_start(first[longest]), month_start(day)}):
+            rows.append((day, month, *[window_bits(month, first[days], day) for days in WINDOWS]))
+    columns = [list(column) for column in zip(*rows)]
+    # Per user first (was the user active in each window, in either month), then per account:
+    # twice as fast as count(DISTINCT user_id) over the same rows.
+    flags = ", ".join(f"bool_or(m.active_days & w.bits_{days} <> 0) AS in_{days}" for days in WINDOWS)
+    counts = ", ".join(f"count(*) FILTER (WHERE in_{days})::BIGINT AS active_users_{days}d" for days in WINDOWS)
+    sql = (
+        "WITH w AS (SELECT unnest(?::DATE[]) AS partition_date, unnest(?::DATE[]) AS activity_month, "
+        + ", ".join(f"unnest(?::BIGINT[]) AS bits_{days}" for days in WINDOWS)
+        + f"), per_user AS (SELECT w.partition_date, m.account_id, m.user_id, {flags} "
+        f"FROM w JOIN {table} AS m USING (activity_month) WHERE m.active_days & w.bits_{longest} <> 0 "
+        "GROUP BY w.partition_date, m.account_id, m.user_id) "
+        f"SELECT partition_date, account_id, {counts} FROM per_user GROUP BY partition_date, account_id"
+    )
+    return sql, columns
 
 
 def _seats(users: pl.LazyFrame, day: dt.date) -> pl.LazyFrame:
@@ -103,7 +129,6 @@ def _one_day(
     accounts: pl.LazyFrame,
     users: pl.LazyFrame,
     account_days: pl.LazyFrame,
-    user_months: pl.LazyFrame,
     events: Sequence[str],
 ) -> pl.LazyFrame:
     day_columns = ["active_users", "logins", "events", *[event_column(e) for e in events]]
@@ -111,8 +136,6 @@ def _one_day(
     frame = frame.join(
         account_days.filter(pl.col("activity_date") == day).select("account_id", *day_columns), on="account_id", how="left"
     )
-    frame = frame.join(_window_users(user_months, day), on="account_id", how="left")
-    frame = frame.join(_window_sums(account_days, day, events), on="account_id", how="left")
     return frame.join(_seats(users, day), on="account_id", how="left")
 
 
@@ -153,7 +176,8 @@ def account_daily_usage(
     accounts: pl.DataFrame,
     users: pl.DataFrame,
     account_days: pl.DataFrame,
-    user_months: pl.DataFrame,
+    window_sums: pl.DataFrame,
+    window_users: pl.DataFrame,
     login_days: pl.DataFrame,
     events: Sequence[str],
     key_features: Sequence[str],
@@ -162,22 +186,28 @@ def account_daily_usage(
 
     `accounts`: account_id, licenses. `users`: account_id, created_at, activated_at,
     deactivated_at. `account_days`: rows of fct_account_daily_activity (activity_date,
-    account_id, active_users, logins, events, one column per event) covering at least the 29
-    days before the first date. `user_months`: rows of fct_user_monthly_activity
-    (activity_month, account_id, user_id, active_days) for the months of those days.
-    `login_days`: (account_id, activity_date) for every day with a login in `dates`, plus each
-    account's last login before them.
+    account_id, active_users, logins, events, one column per event) for the days of `dates`.
+    `window_sums` and `window_users`: the results of `window_sums_sql` and `window_users_sql`
+    for `dates` (partition_date, account_id and the window columns; accounts without activity
+    may be absent). `login_days`: (account_id, activity_date) for every day with a login in
+    `dates`, plus each account's last login before them.
     """
     events = list(dict.fromkeys(events))
     accounts_lf = accounts.lazy().select("account_id", pl.col("licenses").cast(pl.Int64))
-    users_lf, account_days_lf, user_months_lf = users.lazy(), account_days.lazy(), user_months.lazy()
-    days = [_one_day(day, accounts_lf, users_lf, account_days_lf, user_months_lf, events) for day in dates]
+    users_lf, account_days_lf = users.lazy(), account_days.lazy()
+    days = [_one_day(day, accounts_lf, users_lf, account_days_lf, events) for day in dates]
     if not days:
         return pl.DataFrame()
     counts = count_columns(events)
-    frame = pl.concat(days, how="diagonal_relaxed").with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts)
+    key = ["partition_date", "account_id"]
+    frame = (
+        pl.concat(days, how="diagonal_relaxed")
+        .join(window_sums.lazy(), on=key, how="left")
+        .join(window_users.lazy(), on=key, how="left")
+        .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts)
+    )
     frame = _last_login(frame, login_days.lazy(), dates).with_columns(_rates(key_features))
-    ordered = ["partition_date", "account_id", *counts[:-2], "last_login_date", "days_since_last_login",
+    ordered = [*key, *counts[:-2], "last_login_date", "days_since_last_login",
                "licenses", "assigned_users", "activated_users", "license_activation_rate", "deployment_rate",
                "utilization_rate", "key_features_used_30d", "all_key_features_used_30d"]
-    return frame.select(ordered).sort("partition_date", "account_id").collect()
+    return frame.select(ordered).sort(key).collect()
