@@ -101,45 +101,57 @@ def account_health(
     """
     all_dates = dates_needed(dates)
     keys = ["account_id", "partition_date"]
-    grid = accounts.lazy().join(pl.LazyFrame({"partition_date": all_dates}, schema={"partition_date": pl.Date}), how="cross")
-    frame = grid.join(usage.lazy(), on=keys, how="left")
+    days = pl.LazyFrame({"partition_date": all_dates}, schema={"partition_date": pl.Date})
+    # The context is built on a narrow (account, day) frame and joined to the wide one once: each
+    # join on the wide frame copies all its columns.
+    context = accounts.lazy().select("account_id").join(days, how="cross")
     first_term, live_term = _contract_context(terms.lazy(), all_dates)
-    frame = (
-        frame.join(first_term, on="account_id", how="left")
+    touches = activities.lazy().select("account_id", pl.col("occurred_at").dt.date().alias("touch_date"))
+    last_touch = latest_on_or_before(touches, "touch_date", all_dates, ["touch_date"]).rename({"touch_date": "last_touch_date"})
+    latest_nps, nps_today = _nps_context(nps.lazy(), all_dates)
+    context = (
+        context.join(first_term, on="account_id", how="left")
         .join(live_term, on=keys, how="left")
+        .join(last_touch, on=keys, how="left")
+        .join(latest_nps, on=keys, how="left")
+        .join(nps_today, on=keys, how="left")
+        .join(_ticket_context(tickets.lazy(), all_dates), on=keys, how="left")
         .with_columns(
             pl.col("contract_end_date").is_not_null().alias("has_live_term"),
             (pl.col("partition_date") - pl.col("first_term_start")).dt.total_days().alias("days_since_contract_start"),
             (pl.col("contract_end_date") - pl.col("partition_date")).dt.total_days().alias("days_to_renewal"),
+            (pl.col("partition_date") - pl.col("last_touch_date")).dt.total_days().alias("days_since_last_touch"),
+            pl.col("nps_responses_today").fill_null(0),
+            pl.col("open_tickets").fill_null(0),
+            pl.col("open_high_priority_tickets").fill_null(0),
+        )
+        .select(
+            *keys, "first_term_start", "contract_end_date", "arr", "has_live_term", "days_since_contract_start",
+            "days_to_renewal", "last_touch_date", "days_since_last_touch", "latest_nps", "lowest_nps_today",
+            "nps_responses_today", "open_tickets", "open_high_priority_tickets",
         )
     )
-    touches = activities.lazy().select("account_id", pl.col("occurred_at").dt.date().alias("touch_date"))
-    last_touch = latest_on_or_before(touches, "touch_date", all_dates, ["touch_date"]).rename({"touch_date": "last_touch_date"})
-    frame = frame.join(last_touch, on=keys, how="left").with_columns(
-        (pl.col("partition_date") - pl.col("last_touch_date")).dt.total_days().alias("days_since_last_touch")
-    )
-    latest_nps, nps_today = _nps_context(nps.lazy(), all_dates)
     frame = (
-        frame.join(latest_nps, on=keys, how="left")
-        .join(nps_today, on=keys, how="left")
-        .with_columns(pl.col("nps_responses_today").fill_null(0))
-    )
-    frame = frame.join(_ticket_context(tickets.lazy(), all_dates), on=keys, how="left").with_columns(
-        pl.col("open_tickets").fill_null(0), pl.col("open_high_priority_tickets").fill_null(0)
+        accounts.lazy().join(days, how="cross")
+        .join(usage.lazy(), on=keys, how="left")
+        .join(context, on=keys, how="left")
     )
     scored = score_health(frame.collect(), model)
     # Only days with usage are scored for the trend; a day before history began has no score.
     has_usage = pl.col("active_users").is_not_null() if "active_users" in scored.columns else pl.lit(True)
     scored = scored.with_columns(pl.when(has_usage).then(pl.col(c)).alias(c) for c in ("score", "band"))
-    trend = scored.select("account_id", "partition_date", "score")
-    result = scored.filter(pl.col("partition_date").is_in(list(dates)))
+    trend = scored.lazy().select("account_id", "partition_date", "score")
+    changes = trend.filter(pl.col("partition_date").is_in(list(dates))).select(keys)
     for back in TREND_DAYS:
         earlier = trend.select(
             "account_id",
             (pl.col("partition_date") + dt.timedelta(days=back)).alias("partition_date"),
             pl.col("score").alias(f"score_{back}d_ago"),
         )
-        result = result.join(earlier, on=keys, how="left").with_columns(
-            (pl.col("score") - pl.col(f"score_{back}d_ago")).round(3).alias(f"score_change_{back}d")
-        )
-    return result.sort("partition_date", "account_id")
+        changes = changes.join(earlier, on=keys, how="left")
+    result = scored.lazy().filter(pl.col("partition_date").is_in(list(dates))).join(changes, on=keys, how="left")
+    result = result.with_columns(
+        (pl.col("score") - pl.col(f"score_{back}d_ago")).round(3).alias(f"score_change_{back}d") for back in TREND_DAYS
+    )
+    ordered = [*scored.columns, *[c for back in TREND_DAYS for c in (f"score_{back}d_ago", f"score_change_{back}d")]]
+    return result.select(ordered).sort("partition_date", "account_id").collect()
