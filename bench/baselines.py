@@ -4,7 +4,9 @@
   the day's event files: the least work that answers "who did what on D".
 - `pandas_usage_health`: what a team would write instead: account_daily_usage and
   account_health for the day in pandas, from the same inputs the pipeline's assets read (the
-  daily marts fct_account_daily_activity and fct_user_monthly_activity, the snapshots).
+  daily marts fct_account_daily_activity and fct_user_monthly_activity, the snapshots), stored
+  as the assets store theirs (the day's rows replaced in a DuckDB table, in one transaction; in
+  a file of its own, `pandas.duckdb`, so the pipeline's tables are untouched).
 - `dlt_row_path`: dlt's default path: the same day's (validated) events handed to dlt as Python
   dicts, next to the Arrow path the pipeline uses, on the same rows.
 
@@ -217,8 +219,26 @@ def pandas_health(dates: list[pd.Timestamp], usage: pd.DataFrame, accounts: pd.D
     return result
 
 
+def _store(path: Path, day: dt.date, frames: dict[str, pd.DataFrame]) -> None:
+    """Replace the day's rows of each table, in one transaction, as the assets do theirs."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for table, frame in frames.items():
+            con.register("_incoming", frame)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _incoming LIMIT 0")
+            con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
+            con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
+            con.unregister("_incoming")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
 def pandas_usage_health(args: dict, parts: dict) -> dict:
-    """Read the inputs the assets read, compute usage then health for the day, in pandas."""
+    """Read the inputs the assets read, compute usage then health for the day in pandas, store both."""
     import duckdb
 
     day = pd.Timestamp(args["day"])
@@ -257,6 +277,9 @@ def pandas_usage_health(args: dict, parts: dict) -> dict:
     both = pd.concat([earlier, usage.drop(columns="licenses")], ignore_index=True)
     health = pandas_health([*trend_days, day], both, accounts.drop(columns="licenses"), terms, nps, tickets, activities, model)
     parts["health"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    _store(Path(args["out_frame"]).with_name("pandas.duckdb"), day.date(), {"usage": usage, "health": health})
+    parts["write"] = time.perf_counter() - mark
     seconds = time.perf_counter() - started
     keep = [c for c in health.columns if c in set(usage.columns) | {"score", "band", "score_7d_ago", "score_30d_ago",
             "latest_nps", "open_tickets", "open_high_priority_tickets", "days_since_last_touch", "has_live_term",

@@ -464,6 +464,9 @@ def comparisons(result: dict[str, Any]) -> dict[str, Any]:
         "usage_health_vs_floor": usage_health / b["floor"]["seconds"],
         "pandas_s": b["pandas"]["seconds"],
         "pandas_vs_usage_health": b["pandas"]["seconds"] / usage_health,
+        # Without the writes on both sides: reads and computation only.
+        "pandas_vs_usage_health_without_writes": (b["pandas"]["seconds"] - b["pandas"]["parts"].get("write", 0))
+        / (usage_health - s["usage"]["parts"].get("write", 0) - s["health"]["parts"].get("write", 0)),
         "ingest_events_per_s": s["ingest_events"]["rows_per_s"],
         "dlt_row_path_rows_per_s": b["dlt_rows"]["rows_per_s"],
         "ingest_vs_row_path": s["ingest_events"]["rows_per_s"] / b["dlt_rows"]["rows_per_s"],
@@ -494,7 +497,9 @@ def targets(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
         ("daily partition peak RSS < 4 GB", f"{c['end_to_end_peak_rss_mb']:,.0f} MB", c["end_to_end_peak_rss_mb"] < 4096, full),
         ("usage + health within 1.3x of the floor", f"{c['usage_health_vs_floor']:.2f}x ({c['usage_health_s']:.2f} s vs {c['floor_s']:.2f} s)",
          c["usage_health_vs_floor"] <= 1.3, True),
-        ("usage + health >= 2x faster than pandas", f"{c['pandas_vs_usage_health']:.2f}x", c["pandas_vs_usage_health"] >= 2, True),
+        ("usage + health >= 2x faster than pandas",
+         f"{c['pandas_vs_usage_health']:.2f}x (reads and computation only: {c['pandas_vs_usage_health_without_writes']:.2f}x)",
+         c["pandas_vs_usage_health"] >= 2, True),
         ("ingest >= 1,000,000 events/s", f"{c['ingest_events_per_s']:,.0f} events/s", c["ingest_events_per_s"] >= 1_000_000, full),
         ("ingest >= 25x dlt's row path", f"{c['ingest_vs_row_path']:.1f}x", c["ingest_vs_row_path"] >= 25, True),
         ("alert evaluation for 100,000 accounts < 2 s", f"{s['alerts']['seconds']:.2f} s for {s['alerts']['rows']:,} accounts",
@@ -563,7 +568,7 @@ def benchmark_row(result: dict[str, Any]) -> str:
         f"| {c['dispatch_alerts_per_s']:.1f} alerts/s "
         f"| {backfill} "
         f"| {met}/{len(result['targets'])} "
-        f"| {m['cores']} cores, {m['memory_gb']} GB |"
+        f"| {m['cores']} cores, {m['memory_gb']} GB, {m['cpu']} |"
     )
 
 
