@@ -212,8 +212,7 @@ def stage_usage(args: dict) -> dict:
     meta = _metadata(_invoke(usage.account_daily_usage, _day(args), warehouse=r["warehouse"], cs_config=r["cs_config"]))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": int(meta["dagster/row_count"]), "rows_of": "account-days",
-            "extra": {"account_day_rows_read": meta.get("account_day_rows_read"),
-                      "user_month_rows_read": meta.get("user_month_rows_read")}}
+            "extra": {"window_rows": meta.get("window_rows")}}
 
 
 def stage_health(args: dict) -> dict:
@@ -380,8 +379,7 @@ def stage_usage_health(args: dict) -> dict:
     PARTS["health"] = seconds - PARTS["usage"]
     history = _count("SELECT count(DISTINCT activity_date) FROM marts.fct_account_daily_activity WHERE activity_date <= ?", [day])
     return {"seconds": seconds, "rows": int(meta["dagster/row_count"]), "rows_of": "account-days",
-            "extra": {"history_days": history, "account_day_rows_read": meta.get("account_day_rows_read"),
-                      "user_month_rows_read": meta.get("user_month_rows_read")}}
+            "extra": {"history_days": history, "window_rows": meta.get("window_rows")}}
 
 
 def _baseline(name: str) -> Callable[[dict], dict]:
