@@ -62,23 +62,26 @@ def _usage_range(dates, account_days, user_months, login_days):
                                logins, EVENTS, ["report.created"])
 
 
+# Account A1's history: U1 was active on Jan 6, Jan 10, Jan 30, Feb 3 and Feb 5; U2 on Jan 10 only.
+A1_DAYS = [
+    (D(2025, 1, 6), "A1", 1, 1, 1, 1, 0),
+    (D(2025, 1, 10), "A1", 2, 2, 5, 2, 3),
+    (D(2025, 1, 30), "A1", 1, 0, 2, 0, 2),
+    (D(2025, 2, 3), "A1", 1, 1, 1, 1, 0),
+    (D(2025, 2, 5), "A1", 1, 0, 4, 0, 1),
+]
+A1_MONTHS = [
+    (D(2025, 1, 1), "A1", "U1", (1 << 5) | (1 << 9) | (1 << 29)),
+    (D(2025, 1, 1), "A1", "U2", 1 << 9),
+    (D(2025, 2, 1), "A1", "U1", (1 << 2) | (1 << 4)),
+]
+
+
 def test_windows_across_a_month_boundary_count_each_user_once():
-    # U1 was active on Jan 10, Jan 30 and Feb 3; U2 on Jan 10 only; on Feb 5 the 7-day window is
-    # Jan 30 .. Feb 5 and the 30-day window Jan 7 .. Feb 5.
-    account_days = [
-        (D(2025, 1, 6), "A1", 1, 1, 1, 1, 0),  # outside both windows
-        (D(2025, 1, 10), "A1", 2, 2, 5, 2, 3),
-        (D(2025, 1, 30), "A1", 1, 0, 2, 0, 2),
-        (D(2025, 2, 3), "A1", 1, 1, 1, 1, 0),
-        (D(2025, 2, 5), "A1", 1, 0, 4, 0, 1),
-    ]
-    user_months = [
-        (D(2025, 1, 1), "A1", "U1", (1 << 5) | (1 << 9) | (1 << 29)),
-        (D(2025, 1, 1), "A1", "U2", 1 << 9),
-        (D(2025, 2, 1), "A1", "U1", (1 << 2) | (1 << 4)),
-    ]
+    # On Feb 5 the 7-day window is Jan 30 .. Feb 5 and the 30-day window Jan 7 .. Feb 5 (Jan 6 is
+    # outside both).
     login_days = [("A1", D(2025, 2, 3))]
-    usage = _usage(D(2025, 2, 5), account_days, user_months, login_days)
+    usage = _usage(D(2025, 2, 5), A1_DAYS, A1_MONTHS, login_days)
     a1, a2 = usage.to_dicts()
     assert {k: a1[k] for k in ("active_users", "events", "events_report_created", "active_users_7d", "logins_7d",
                                 "events_7d", "active_users_30d", "logins_30d", "events_30d",
@@ -98,20 +101,8 @@ def test_windows_across_a_month_boundary_count_each_user_once():
 
 def test_a_range_run_gives_each_day_the_figures_of_its_own_run():
     """A backfill computes many days at once; each day's windows must be exactly that day's."""
-    account_days = [
-        (D(2025, 1, 6), "A1", 1, 1, 1, 1, 0),
-        (D(2025, 1, 10), "A1", 2, 2, 5, 2, 3),
-        (D(2025, 1, 30), "A1", 1, 0, 2, 0, 2),
-        (D(2025, 2, 3), "A1", 1, 1, 1, 1, 0),
-        (D(2025, 2, 5), "A1", 1, 0, 4, 0, 1),
-        (D(2025, 2, 5), "A2", 1, 1, 1, 1, 0),
-    ]
-    user_months = [
-        (D(2025, 1, 1), "A1", "U1", (1 << 5) | (1 << 9) | (1 << 29)),
-        (D(2025, 1, 1), "A1", "U2", 1 << 9),
-        (D(2025, 2, 1), "A1", "U1", (1 << 2) | (1 << 4)),
-        (D(2025, 2, 1), "A2", "U4", 1 << 4),
-    ]
+    account_days = [*A1_DAYS, (D(2025, 2, 5), "A2", 1, 1, 1, 1, 0)]
+    user_months = [*A1_MONTHS, (D(2025, 2, 1), "A2", "U4", 1 << 4)]
     login_days = [("A1", D(2025, 1, 6)), ("A1", D(2025, 1, 10)), ("A1", D(2025, 2, 3)), ("A2", D(2025, 2, 5))]
     dates = [D(2025, 1, 31), D(2025, 2, 4), D(2025, 2, 5), D(2025, 2, 8)]
     together = _usage_range(dates, account_days, user_months, login_days)
