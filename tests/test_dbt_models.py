@@ -150,6 +150,10 @@ def write_raw(warehouse: Path, rows: dict[str, list[tuple]]) -> None:
                 con.executemany(f"insert into raw.{table} values ({placeholders})", data)
 
 
+# "Today" for fct_term_outcomes: terms whose 30-day renewal grace has not passed are pending.
+OUTCOMES_TODAY = D(2026, 2, 15)
+
+
 def run_dbt(warehouse: Path | None, work: Path, *args: str) -> dbtRunnerResult:
     """`dbt <args>` as Dagster runs it, with target and logs under `work`."""
     with pytest.MonkeyPatch.context() as env:
@@ -157,6 +161,7 @@ def run_dbt(warehouse: Path | None, work: Path, *args: str) -> dbtRunnerResult:
             env.delenv("CS_PIPELINE_WAREHOUSE", raising=False)
         else:
             env.setenv("CS_PIPELINE_WAREHOUSE", str(warehouse))
+        env.setenv("CS_PIPELINE_TODAY", OUTCOMES_TODAY.isoformat())
         try:
             return dbtRunner().invoke(
                 [
@@ -227,6 +232,7 @@ def test_snapshot_build_passes_every_test_and_leaves_daily_models_out(built):
     assert tables == [
         ("marts", "dim_accounts", "BASE TABLE"),
         ("marts", "fct_contract_terms", "BASE TABLE"),
+        ("marts", "fct_term_outcomes", "BASE TABLE"),
         ("staging", "stg_raw__accounts", "BASE TABLE"),
         ("staging", "stg_raw__activities", "BASE TABLE"),
         ("staging", "stg_raw__contracts", "BASE TABLE"),
@@ -302,6 +308,26 @@ def test_contract_terms_renewal_arr_change_and_churn(warehouse):
         ("C5", "A2", 2, None, None, False, None, D(2026, 3, 30)),
         ("C6", "A4", 1, "C7", D(2024, 1, 1), True, -100.0, None),
         ("C7", "A4", 2, None, None, False, None, D(2024, 12, 31)),
+    ]
+
+
+def test_term_outcomes_as_of_today(warehouse):
+    rows = query(
+        warehouse,
+        "select contract_id, outcome, outcome_date, next_arr, is_last_term_unrenewed"
+        " from marts.fct_term_outcomes order by account_id, term_number",
+    )
+    assert rows == [
+        ("C1", "expanded", D(2025, 1, 30), 1200.0, False),
+        ("C2", "expanded", D(2026, 1, 1), 1500.0, False),
+        # ends after OUTCOMES_TODAY: nothing is known yet
+        ("C3", "pending", None, None, True),
+        # the next term came 31 days after the end: a lapsed logo that came back later
+        ("C4", "churned", D(2025, 2, 28), None, False),
+        # ended 2026-03-30, after OUTCOMES_TODAY
+        ("C5", "pending", None, None, True),
+        ("C6", "contracted", D(2024, 1, 1), 800.0, False),
+        ("C7", "churned", D(2024, 12, 31), None, True),
     ]
 
 
