@@ -83,6 +83,14 @@ def test_thresholds_must_be_finite(config, value):
     assert one_line(caught).startswith(f"{path}:{line}: indicators[0].thresholds[0]: must be a finite number")
 
 
+@pytest.mark.parametrize(("field", "old"), [("renotify_days", "renotify_days: 7"), ("due_in_days", "due_in_days: 3")])
+def test_day_counts_of_a_rule_are_capped(config, field, old):
+    line = edit(config / "rules.yaml", old, f"{field}: 100000000000")  # a date that far away overflows
+    with pytest.raises(ConfigError) as caught:
+        load_rules(config / "rules.yaml", load_health_model(config / "health_model.yaml"))
+    assert f"rules.yaml:{line}: rules[0]." in one_line(caught) and "less than or equal to 3650" in one_line(caught)
+
+
 # -- YAML: no aliases or anchors, bounded nesting and size
 
 BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(

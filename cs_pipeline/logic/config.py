@@ -80,6 +80,9 @@ MAX_CONFIG_BYTES = 1_000_000
 MAX_YAML_DEPTH = 32
 # A weight is relative to the others; past this, a sum of weights could overflow to infinity.
 MAX_WEIGHT = 1_000_000
+# Day counts a rule sets (re-notify interval, task due date): ten years, past which a date overflows
+# long before it means anything.
+MAX_DAYS = 3650
 
 
 class ConfigError(ValueError):
@@ -370,7 +373,7 @@ class Task(_Strict):
     title: str = Field(min_length=1)
     steps: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     owner: str = ACCOUNT_OWNER  # the account's owner_email, or a fixed email address
-    due_in_days: int = Field(ge=0)
+    due_in_days: int = Field(ge=0, le=MAX_DAYS)
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     # What the task becomes when the rule's condition clears: `done` (clearing is the outcome the
     # task worked for), `obsolete` (the reason for it went away), or `keep_open` (the condition
@@ -384,7 +387,7 @@ class Rule(_Strict):
     description: str = Field(min_length=1)
     condition: str = Field(min_length=1)
     severity: Literal["info", "warning", "critical"]
-    renotify_days: int = Field(ge=0)  # 0: one notification per episode
+    renotify_days: int = Field(ge=0, le=MAX_DAYS)  # 0: one notification per episode
     segments: list[Segment] | None = Field(None, min_length=1)  # None: every segment
     message: str = Field(min_length=1)
     task: Task
