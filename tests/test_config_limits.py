@@ -4,6 +4,7 @@ refused when the file is loaded, in one line with the file, the line and the lim
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -22,6 +23,17 @@ from cs_pipeline.logic.config import (
 from cs_pipeline.sinks.config import TaskSinksConfig
 
 SHIPPED = settings.SHIPPED_CONFIG_DIR
+
+
+@pytest.fixture
+def fresh_definitions():
+    """`cs_pipeline.definitions` imported afresh (it reads the environment when imported, as a new
+    process would), and the module of before put back after the test."""
+    saved = sys.modules.pop("cs_pipeline.definitions", None)
+    yield
+    sys.modules.pop("cs_pipeline.definitions", None)
+    if saved is not None:
+        sys.modules["cs_pipeline.definitions"] = saved
 
 
 @pytest.fixture
@@ -236,3 +248,21 @@ def test_task_sinks_file_with_an_alias_is_refused(tmp_path):
     with pytest.raises(ConfigError) as caught:
         TaskSinksConfig.load(sinks)
     assert one_line(caught) == f"{sinks}:2: YAML anchors (&h) are not allowed in config files: write the value out"
+
+
+def test_a_run_with_a_bad_config_refuses_before_any_work(config, tmp_path, monkeypatch, capsys, fresh_definitions):
+    sinks = tmp_path / "sinks.yaml"
+    sinks.write_text(SINKS)
+    monkeypatch.setenv("CS_PIPELINE_TASK_SINKS", str(sinks))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("CS_PIPELINE_CONFIG_DIR", str(config))
+    (tmp_path / "data").mkdir()
+    warehouse = tmp_path / "warehouse.duckdb"
+    for name, value in (("CS_PIPELINE_WAREHOUSE", warehouse), ("CS_PIPELINE_DATA_DIR", tmp_path / "data")):
+        monkeypatch.setenv(name, str(value))  # the command sets them; restored after the test
+    code, _out, err = run_cli(["run", "--data-dir", str(tmp_path / "data"), "--from", "2025-03-01", "--to", "2025-03-01",
+                               "--warehouse", str(warehouse), "--config", str(config)], capsys)
+    assert code != 0
+    assert err.strip() == f"cs-pipeline: {sinks}:8: rules.no_such_rule: unknown rule id 'no_such_rule'; valid choices: *, " \
+        "health_drop, low_health_day_90, no_login_20d, nps_detractor, onboarding_checkin, renewal_at_risk, ticket_surge, upsell_ready"
+    assert not warehouse.exists()  # nothing was read, written or sent

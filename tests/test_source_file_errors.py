@@ -21,6 +21,17 @@ EVENT = '{"event_id": "e%d", "account_id": "a", "user_id": "u", "event": "login"
 HEADER = "event_id,account_id,user_id,event,occurred_at\n"
 
 
+@pytest.fixture
+def fresh_definitions():
+    """`cs_pipeline.definitions` imported afresh (it reads the environment when imported, as a new
+    process would), and the module of before put back after the test."""
+    saved = sys.modules.pop("cs_pipeline.definitions", None)
+    yield
+    sys.modules.pop("cs_pipeline.definitions", None)
+    if saved is not None:
+        sys.modules["cs_pipeline.definitions"] = saved
+
+
 def refused(path) -> str:
     with pytest.raises(SourceFileError) as caught:
         read_event_file(path)
@@ -116,7 +127,7 @@ def test_the_other_files_of_the_day_are_fine_and_a_good_day_reads(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_run_with_a_corrupt_events_file_exits_non_zero_naming_the_file(tmp_path, monkeypatch, capsys):
+def test_a_run_with_a_corrupt_events_file_exits_non_zero_naming_the_file(tmp_path, monkeypatch, capsys, fresh_definitions):
     from cs_pipeline import cli
     from tests.support import planted
 
@@ -125,12 +136,12 @@ def test_a_run_with_a_corrupt_events_file_exits_non_zero_naming_the_file(tmp_pat
     assert corrupt.exists()
     corrupt.write_bytes(b"")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    for name, value in (("CS_PIPELINE_WAREHOUSE", tmp_path / "warehouse.duckdb"), ("CS_PIPELINE_DATA_DIR", data)):
+        monkeypatch.setenv(name, str(value))  # the command sets them; restored after the test
     monkeypatch.setenv("CS_PIPELINE_TODAY", planted.TODAY.isoformat())
     monkeypatch.setenv("CS_PIPELINE_OUTBOX", str(tmp_path / "outbox"))
     for name in ("CS_PIPELINE_CONFIG_DIR", "CS_PIPELINE_TASK_SINKS", "CS_PIPELINE_SOURCES", "SLACK_BOT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    # The definitions read the environment when imported: load them afresh for this run's paths.
-    monkeypatch.delitem(sys.modules, "cs_pipeline.definitions", raising=False)
     code = cli.main(["run", "--data-dir", str(data), "--from", "2025-03-01", "--to", "2025-03-02",
                      "--warehouse", str(tmp_path / "warehouse.duckdb")])
     err = capsys.readouterr().err
