@@ -298,7 +298,8 @@ def dlt_row_path(args: dict, parts: dict) -> dict:
     import polars as pl
 
     from cs_pipeline.assets.ingest import _column_hints
-    from cs_pipeline.logic.contract import event_day_files, read_event_file, validate
+    from cs_pipeline.logic.contract import validate
+    from cs_pipeline.logic.exports import event_day_files, read_event_file
 
     day = dt.date.fromisoformat(args["day"])
     sample = int(args["sample"])

@@ -404,6 +404,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rules = load_rules(config_dir / RULES_FILE, model)
     print(f"{config_dir / HEALTH_MODEL_FILE}: {len(model.indicators)} indicators")
     print(f"{config_dir / RULES_FILE}: {len(rules.rules)} rules ({', '.join(r.id for r in rules.rules)})")
+    if settings.task_sinks_file():
+        from cs_pipeline.sinks.config import TaskSinksConfig
+
+        sinks = TaskSinksConfig.load(settings.task_sinks_file(), set(rules.by_id))
+        print(f"{settings.task_sinks_file()}: {len(sinks.sinks)} task sinks ({', '.join(sinks.sinks) or 'none'})")
     if settings.sources_file():
         from cs_pipeline.logic.contract import ENTITIES
         from cs_pipeline.sources import load_sources

@@ -31,7 +31,7 @@ from cs_pipeline.assets.health import account_health
 from cs_pipeline.assets.ingest import raw_events, raw_snapshots
 from cs_pipeline.assets.usage import account_daily_usage
 from cs_pipeline.jobs.dispatch import dispatch_alerts
-from cs_pipeline.resources.config import PipelineConfig
+from cs_pipeline.resources.config import PipelineConfig, check_config_files
 from cs_pipeline.resources.slack import SlackResource
 from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
@@ -55,6 +55,9 @@ def slack_resource() -> SlackResource:
 
 def resources() -> dict[str, object]:
     settings.crm_record_url()  # read by the dispatch job: an invalid value stops loading here, naming it
+    # Health model, rules and task sinks: a broken file stops loading here with its one line,
+    # before a run does any work (an unknown rule id in the sinks file used to fail after Slack).
+    check_config_files(settings.config_dir(), settings.task_sinks_file())
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path())),
         "source": SourcesResource(data_dir=str(settings.data_dir()), sources_file=settings.sources_file()),

@@ -9,14 +9,11 @@ import pytest
 from cs_pipeline.logic.contract import (
     ENTITIES,
     SourceFileError,
-    _read_jsonl_at_once,
-    _read_jsonl_by_line,
     normalise_timestamp,
     parse_timestamps,
-    read_entity_file,
-    read_event_file,
     validate,
 )
+from cs_pipeline.logic.exports import _read_jsonl_at_once, _read_jsonl_by_line, read_entity_file, read_event_file
 
 
 def test_timestamps_in_any_iso_8601_form_become_naive_utc():

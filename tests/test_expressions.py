@@ -233,3 +233,69 @@ def test_unknown_variable_without_a_close_name():
 )
 def test_describe(condition, words):
     assert describe(condition) == words
+
+
+# -- limits: refused when the rule is loaded, before polars sees anything (issue 14)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        # 20,000 items hung a run inside polars; refused at the 101st item
+        ("score in (" + ", ".join(str(i) for i in range(20_000)) + ")", "characters long (the limit is 5,000)"),
+        ("score in (" + ", ".join(str(i) for i in range(500)) + ")", "more than 100 items"),
+        # 1,500 `and` terms crashed with a bare RecursionError
+        (" and ".join(["flag"] * 1_500), "characters long (the limit is 5,000)"),
+        (" and ".join(["flag"] * 500), "more than 500 parts"),
+        # 9 * 9 * ... (30 nines) wrapped around Int64 and fired for every account
+        ("score > " + " * ".join(["9"] * 30), "numbers are limited to ±1e+15"),
+        ("score > 10000000000000000", "numbers are limited to ±1e+15"),
+        ("score > 1e400", "too large"),
+        ("score > " + "9" * 5000, "characters long"),
+        ("score > 1 and name == '" + "x" * 201 + "'", "limited to 200 characters"),
+        ("score" + " + score" * 40 + " > 1", "nested too deeply: more than 32 levels"),
+        ("not " * 40 + "flag", "nested too deeply"),
+        ("- " * 40 + "score > 1", "nested too deeply"),
+    ],
+)
+def test_limits_are_refused_at_parse_time_with_the_limit(text, fragment):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(ExpressionError) as caught:
+        compile_condition(text, KNOWN)
+    assert fragment in caught.value.message
+    assert "\n" not in caught.value.message
+    assert time.monotonic() - started < 1
+
+
+def test_within_the_limits_long_chains_and_lists_compile_flat_and_fast():
+    import time
+
+    started = time.monotonic()
+    chain = " or ".join(f"days_since_last_login == {i}" for i in range(120))  # 479 parts
+    assert matching(chain) == ["a", "b", "d"]
+    assert matching("score in (" + ", ".join(str(i) for i in range(100)) + ")") == ["b"]
+    assert matching(" and ".join(["flag"] * 200)) == ["a", "d"]
+    assert time.monotonic() - started < 2
+    assert str(parse("a and b and c")) == "((a and b) and c)"
+    assert str(parse("a and b and c and d")) == "((a and b) and (c and d))"
+    assert str(parse("score > " + "0" * 4400 + "1")) == "(score > 1)"  # longer than Python's int() takes
+
+
+def test_in_lists_keep_null_semantics_and_mixed_items():
+    assert matching("days_since_last_login in (3, 25)") == ["a", "d"]
+    assert matching("days_since_last_login not in (3, 25)") == ["b"]  # null (c) matches neither
+    assert matching("score in (2, 3.5)") == ["b", "d"]
+    assert matching("band in ('red', 'green')") == ["a", "d"]
+    assert matching("band not in ('red', 'green')") == ["b"]
+    assert matching("licenses in (activated_users + 1, 20)") == ["a", "d"]
+    assert matching("flag in (true)") == ["a", "d"]
+
+
+def test_arithmetic_cannot_wrap_around():
+    frame = pl.DataFrame({"big": [2**62, 1], "score": [1.0, 1.0]})
+    big = compile_condition("big * 1000000 > 0", ["big", "score"])
+    assert frame.filter(big).height == 2  # as integers 2**62 * 10**6 wraps to a negative number
+    constant = compile_condition("score < 100000 * 100000", ["score"])  # polars computes 10**10 in 32 bits
+    assert frame.filter(constant).height == 2

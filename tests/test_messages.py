@@ -304,9 +304,10 @@ def test_any_condition_is_explained_from_its_tree_nots_pushed_in_and_constants_o
 
 def test_a_long_odd_condition_stays_within_slack_limits_and_counts_what_is_left_out():
     odd = "😀 <b>&amp; *bold* `code`" * 40
-    parts = [f"v{i} == '{odd}'" for i in range(150)] + [f"x{i} between -{i} and {i} * 2" for i in range(150)]
+    # As long as the rule language's limits allow (5,000 characters, 500 parts, 200-character texts).
+    parts = [f"v{i} == '{odd[:100]}'" for i in range(30)] + [f"x{i} between -{i} and {i} * 2" for i in range(30)]
     condition = " or ".join(parts)
-    facts = {f"v{i}": odd for i in range(150)} | {f"x{i}": i for i in range(150)}
+    facts = {f"v{i}": odd for i in range(30)} | {f"x{i}": i for i in range(30)}
     for note in (None, "n" * 5000):
         text, blocks = render_alert(make_alert_message(condition=condition, facts=facts), note=note)
         assert_within_limits(text, blocks)
@@ -315,7 +316,7 @@ def test_a_long_odd_condition_stays_within_slack_limits_and_counts_what_is_left_
         assert first_line.endswith(ELLIPSIS) and slack_length(first_line) <= 400 + len("*Fires when* ")
         assert lines[0].startswith("• v0: *😀 &lt;b&gt;&amp;amp; *bold* `code`") and lines[0].endswith(ELLIPSIS)
         shown = len(lines) - 1
-        assert 1 <= shown < 300 and lines[-1] == f"…and {300 - shown} more conditions"
+        assert 1 <= shown < 60 and lines[-1] == f"…and {60 - shown} more conditions"
         assert "<b>" not in section  # text from the rule is escaped
 
 

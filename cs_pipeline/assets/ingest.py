@@ -16,6 +16,7 @@ Every load is recorded in `raw.loads`.
 import datetime as dt
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -129,6 +130,17 @@ class LoadStats:
     @property
     def rejected_share(self) -> float:
         return self.rejected.height / self.rows_read if self.rows_read else 0.0
+
+
+@contextmanager
+def _logged_failure(context: dg.AssetExecutionContext):
+    """A source that cannot be read fails the step; its one line (the file and the cause) goes to
+    the run log first, on its own, ahead of Dagster's traceback."""
+    try:
+        yield
+    except dg.Failure as failure:
+        context.log.error(failure.description or "a source could not be read")
+        raise
 
 
 # --- raw.loads: one row per load, what the Dagster UI's metadata says, kept in the warehouse -----
@@ -309,7 +321,8 @@ def raw_snapshots(
         with warehouse.connect(read_only=True) as con:
             known_accounts = [r[0] for r in con.execute(f"SELECT account_id FROM {RAW}.accounts").fetchall()]
     for entity in to_load:
-        extract = source.snapshot(entity)
+        with _logged_failure(context):
+            extract = source.snapshot(entity)
         if extract is None:
             context.log.info(f"{entity}: the optional export is absent; the table will be empty")
             extract = Extract(empty_frame(entity), [])
@@ -483,7 +496,8 @@ def raw_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         try:
             con.execute(f"DELETE FROM {RAW}.events WHERE event_date BETWEEN ? AND ?", [start, end])
             for index, day in enumerate(days(start, end)):
-                _load_day(con, source, day, scan)
+                with _logged_failure(context):
+                    _load_day(con, source, day, scan)
                 if index % 10 == 0 or day == end:
                     context.log.info(f"events {day}: {scan.rows_loaded} rows so far, {sum(r.height for r in scan.rejected)} rejected ({index + 1}/{total} days)")
             written = con.execute(f"SELECT count(*) FROM {RAW}.events WHERE event_date BETWEEN ? AND ?", [start, end]).fetchone()[0]

@@ -46,6 +46,10 @@ __all__ = [
     "load_config",
     "load_health_model",
     "load_rules",
+    "read_yaml",
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_WEIGHT",
     "health_model_from_data",
     "rules_from_data",
     "health_variables",
@@ -69,6 +73,16 @@ _SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 # hold what a column name can, with '.' as a separator.
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9]*(?:[._][a-z0-9]+)*")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+# Limits of every YAML config file (health model, rules, sources, task sinks, write-back): far above
+# any real file, far below what would exhaust memory or Python's recursion.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_DEPTH = 32
+# A weight is relative to the others; past this, a sum of weights could overflow to infinity.
+MAX_WEIGHT = 1_000_000
+# Day counts a rule sets (re-notify interval, task due date): ten years, past which a date overflows
+# long before it means anything.
+MAX_DAYS = 3650
 
 
 class ConfigError(ValueError):
@@ -233,14 +247,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Thresholds = Annotated[list[float], Field(min_length=4, max_length=4)]
+# Finite numbers only: `.inf` or `.nan` in a weight or threshold made every score NaN, every band green.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Weight = Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]
+Thresholds = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
 
 
 class Bands(_Strict):
     """Score below `red` is red, below `yellow` is yellow, otherwise green."""
 
-    red: float = Field(1.5, ge=0, le=4)
-    yellow: float = Field(2.5, ge=0, le=4)
+    red: float = Field(1.5, ge=0, le=4, allow_inf_nan=False)
+    yellow: float = Field(2.5, ge=0, le=4, allow_inf_nan=False)
 
     def band_of(self, score: float | None) -> str | None:
         if score is None:
@@ -255,14 +272,14 @@ class Product(_Strict):
 
 class SegmentOverride(_Strict):
     thresholds: Thresholds | None = None
-    weight: float | None = Field(None, gt=0)
+    weight: Weight | None = None
 
 
 class Indicator(_Strict):
     name: str
     variable: str
     description: str = ""
-    weight: float = Field(gt=0)
+    weight: Weight
     direction: Direction
     thresholds: Thresholds
     missing: Literal["exclude", "zero"] = "exclude"
@@ -356,7 +373,7 @@ class Task(_Strict):
     title: str = Field(min_length=1)
     steps: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     owner: str = ACCOUNT_OWNER  # the account's owner_email, or a fixed email address
-    due_in_days: int = Field(ge=0)
+    due_in_days: int = Field(ge=0, le=MAX_DAYS)
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     # What the task becomes when the rule's condition clears: `done` (clearing is the outcome the
     # task worked for), `obsolete` (the reason for it went away), or `keep_open` (the condition
@@ -370,7 +387,7 @@ class Rule(_Strict):
     description: str = Field(min_length=1)
     condition: str = Field(min_length=1)
     severity: Literal["info", "warning", "critical"]
-    renotify_days: int = Field(ge=0)  # 0: one notification per episode
+    renotify_days: int = Field(ge=0, le=MAX_DAYS)  # 0: one notification per episode
     segments: list[Segment] | None = Field(None, min_length=1)  # None: every segment
     message: str = Field(min_length=1)
     task: Task
@@ -570,15 +587,76 @@ class _Document:
         return ConfigError(self.file, self.line_of(loc), _field_path(loc), message, choices)
 
 
-def _read_yaml(path: Path) -> _Document:
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a config file may not use (an alias, an anchor, too deep a nesting)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing aliases and anchors and nesting past MAX_YAML_DEPTH.
+
+    An alias is a reference: nine nested lists of nine aliases each (a 1 KB "billion laughs")
+    expand to 9**9 values when constructed or validated. Config files are short and written by
+    hand, so they have no use for references; the refusal comes while the file is composed,
+    before anything is expanded. The composer recurses once per level, hence the depth limit.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(None, None, f"YAML aliases (*{event.anchor}) are not allowed in config files: write the value out", event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(None, None, f"YAML anchors (&{event.anchor}) are not allowed in config files: write the value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep (the limit)", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _read_text(path: Path) -> str:
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        size = Path(path).stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(file, None, "", f"the file is {size:,} bytes; config files are limited to {MAX_CONFIG_BYTES:,} bytes")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(file, None, "", "file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(file, None, "", f"cannot read the file: {error}") from None
-    loader = yaml.SafeLoader(text)
+
+
+def _yaml_error(file: str, error: yaml.YAMLError) -> ConfigError:
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        prefix = "" if isinstance(error, _Refused) else "invalid YAML: "
+        return ConfigError(file, line, "", f"{prefix}{error.problem or error}")
+    return ConfigError(file, None, "", f"invalid YAML: {error}")
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML config file's data (None when it is empty), read with the limits of every config
+    file: size, no aliases or anchors, nesting depth. Problems are ConfigErrors naming the line."""
+    file = str(path)
+    loader = _ConfigLoader(_read_text(Path(path)))
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise _yaml_error(file, error) from None
+    finally:
+        loader.dispose()
+
+
+def _read_yaml(path: Path) -> _Document:
+    file = str(path)
+    loader = _ConfigLoader(_read_text(Path(path)))
     try:
         node = loader.get_single_node()
         if node is None:
@@ -586,12 +664,8 @@ def _read_yaml(path: Path) -> _Document:
         lines: dict[tuple, int] = {}
         _record_lines(loader, node, (), lines, file)
         data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(file, line, "", f"invalid YAML: {error.problem or error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(file, None, "", f"invalid YAML: {error}") from None
+        raise _yaml_error(file, error) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -672,6 +746,7 @@ _TYPE_MESSAGES = {
     "int_from_float": "expected a whole number",
     "float_type": "expected a number",
     "float_parsing": "expected a number",
+    "finite_number": "must be a finite number, not .inf or .nan",
     "bool_type": "expected true or false",
 }
 

@@ -2,15 +2,12 @@
 
 Every connector lands the same entities with the same columns; this module turns whatever was
 read into typed rows that passed the rules, and rejected rows that say which rule they broke.
-Nothing here knows about Dagster or dlt.
+Nothing here knows about Dagster or dlt. Reading the `files` source's exports is `logic.exports`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +182,15 @@ EVENT_FILE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".csv")
 
 
 class SourceFileError(Exception):
-    """A file that cannot be used at all: the asset fails with this message."""
+    """A file that cannot be used at all: the asset fails with one line, `<file>: <cause>`.
+
+    `path` and `cause` are kept apart for whoever reports it (the run log, a failure notice).
+    """
+
+    def __init__(self, path: str | Path, cause: str | None = None) -> None:
+        self.path = str(path)
+        self.cause = " ".join(str(cause).split()) if cause is not None else ""
+        super().__init__(f"{self.path}: {self.cause}" if cause is not None else self.path)
 
 
 @dataclass
@@ -207,161 +212,6 @@ REJECTED_SCHEMA = {
     "reason": pl.String,
     "record": pl.String,
 }
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def read_entity_file(data_dir: Path, entity: Entity) -> pl.DataFrame | None:
-    """Read one snapshot entity's export as text columns plus `_line` and `source_file`.
-
-    Returns None for an optional file that is absent. Raises SourceFileError for a file that is
-    missing or cannot be read at all, or that lacks a required column.
-    """
-    path = data_dir / entity.file
-    if not path.exists():
-        if entity.optional:
-            return None
-        raise SourceFileError(f"{path}: file not found (the {entity.name} export is required)")
-    if path.suffix == ".csv":
-        frame = _read_csv(path)
-    else:
-        frame = _read_jsonl(path)
-    return _conform(frame, entity, path)
-
-
-def event_day_files(data_dir: Path, day: dt.date) -> list[Path]:
-    folder = data_dir / "events" / f"date={day.isoformat()}"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(EVENT_FILE_SUFFIXES))
-
-
-def read_event_file(path: Path) -> pl.DataFrame:
-    """One events file, typed natively where the format allows (parquet) and as text otherwise."""
-    entity = ENTITIES["events"]
-    try:
-        if path.name.endswith(".parquet"):
-            frame = pl.read_parquet(path)
-            frame = frame.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
-        elif path.name.endswith(".csv"):
-            frame = _read_csv(path)
-        else:
-            frame = _read_jsonl(path)
-    except SourceFileError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is "this file cannot be read"
-        raise SourceFileError(f"{path}: cannot be read: {exc}") from exc
-    return _conform(frame, entity, path)
-
-
-def _read_csv(path: Path) -> pl.DataFrame:
-    try:
-        frame = pl.read_csv(path, infer_schema=False)
-    except Exception as exc:  # noqa: BLE001
-        raise SourceFileError(f"{path}: cannot be read as CSV: {exc}") from exc
-    # Line 1 is the header; data rows start at line 2 (multi-line quoted fields aside).
-    return frame.with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
-
-
-def _read_jsonl(path: Path) -> pl.DataFrame:
-    """Read JSON lines as text columns; a broken line is rejected, not the whole file.
-
-    A well-formed file (every line an object whose values are text, integers, booleans or null)
-    is read by polars in one pass, about 4x faster; any other file is read line by line, so that
-    each broken line gets its own reason. Both give the same text and line numbers, and an object
-    that repeats a key keeps its first value.
-    """
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, EOFError) as exc:
-        raise SourceFileError(f"{path}: cannot be read: {exc}") from exc
-    frame = _read_jsonl_at_once(data)
-    return frame if frame is not None else _read_jsonl_by_line(path, data)
-
-
-_AT_ONCE_TYPES = (pl.String, pl.Int64, pl.Boolean, pl.Null)
-
-
-def _read_jsonl_at_once(data: bytes) -> pl.DataFrame | None:
-    """The whole file with polars, or None when it needs the line-by-line reader: a line that is
-    not an object, a blank line (the row count would not match the line count), or a value whose
-    text polars would not write as `_as_text` does (decimals, nested values)."""
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    try:
-        frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-    except Exception:  # noqa: BLE001 - the line-by-line reader says what is wrong, line by line
-        return None
-    if frame.height != lines or lines == 0 or any(dtype not in _AT_ONCE_TYPES for dtype in frame.dtypes):
-        return None
-    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in frame.columns).with_row_index(LINE, offset=1)
-    return _in_key_order(frame.with_columns(pl.col(LINE).cast(pl.Int64)))
-
-
-def _in_key_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """Keys in name order: JSON objects need not list them in the same order on every line."""
-    return frame.select(LINE, *sorted(c for c in frame.columns if c != LINE))
-
-
-def _first_value(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    record: dict[str, object] = {}
-    for key, value in pairs:
-        record.setdefault(key, value)
-    return record
-
-
-def _read_jsonl_by_line(path: Path, data: bytes) -> pl.DataFrame:
-    records: list[dict[str, object]] = []
-    broken: list[dict[str, object]] = []
-    try:
-        for number, line in enumerate(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line, object_pairs_hook=_first_value)
-            except json.JSONDecodeError as exc:
-                broken.append({LINE: number, "_broken": f"invalid JSON: {exc.msg}", "_raw": line.strip()[:2000]})
-                continue
-            if not isinstance(value, dict):
-                broken.append({LINE: number, "_broken": "not a JSON object", "_raw": line.strip()[:2000]})
-                continue
-            records.append({**{k: _as_text(v) for k, v in value.items()}, LINE: number})
-    except UnicodeDecodeError as exc:
-        raise SourceFileError(f"{path}: cannot be read: {exc}") from exc
-    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame({LINE: []})
-    frame = _in_key_order(frame.with_columns(pl.col(LINE).cast(pl.Int64)))
-    if broken:
-        frame = pl.concat([frame, pl.DataFrame(broken).with_columns(pl.col(LINE).cast(pl.Int64))], how="diagonal")
-    return frame
-
-
-def _as_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(value)
-
-
-def _conform(frame: pl.DataFrame, entity: Entity, path: Path) -> pl.DataFrame:
-    missing = [c for c in entity.required_columns if c not in frame.columns]
-    if missing and frame.height > 0:
-        raise SourceFileError(
-            f"{path}: missing required column(s) {', '.join(missing)}; "
-            f"the {entity.name} export has columns {', '.join(entity.column_names)}"
-        )
-    absent = [pl.lit(None, pl.String).alias(c) for c in entity.column_names if c not in frame.columns]
-    if absent:
-        frame = frame.with_columns(absent)
-    return frame.with_columns(pl.lit(str(path)).alias(SOURCE))
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""The health model and rules files (config as code), loaded and validated in one place."""
+"""The health model and rules files (config as code), loaded and validated in one place.
+
+`check_config_files` validates every config file a run reads; the definitions call it when they
+load, so a broken file refuses the run (and the code location) with its one line before any work,
+and `cs-pipeline check-config` reports the same line.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,18 @@ from cs_pipeline.logic.config import HealthModel, RuleSet, health_variables, loa
 
 HEALTH_MODEL_FILE = "health_model.yaml"
 RULES_FILE = "rules.yaml"
+
+
+def check_config_files(config_dir: str | Path, task_sinks_file: str = "") -> tuple[HealthModel, RuleSet]:
+    """The health model and rules of `config_dir`, and the task sinks file when one is set, each
+    validated as the run reads it (the sinks' rule ids against the rules). Raises ConfigError."""
+    from cs_pipeline.sinks.config import TaskSinksConfig
+
+    model = load_health_model(Path(config_dir) / HEALTH_MODEL_FILE)
+    rules = load_rules(Path(config_dir) / RULES_FILE, model)
+    if task_sinks_file:
+        TaskSinksConfig.load(task_sinks_file, set(rules.by_id))
+    return model, rules
 
 
 class PipelineConfig(dg.ConfigurableResource):

@@ -42,4 +42,6 @@ class SourcesResource(dg.ConfigurableResource):
         try:
             return read(self.connector_for(entity))
         except (ConnectorError, SourceFileError) as error:
-            raise dg.Failure(description=str(error)) from error
+            # The file and the cause as metadata too, for whoever reports the failure.
+            where = {"file": error.path, "cause": error.cause} if isinstance(error, SourceFileError) else {}
+            raise dg.Failure(description=str(error), metadata=where) from error

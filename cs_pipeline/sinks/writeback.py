@@ -46,10 +46,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import polars as pl
-import yaml
 from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cs_pipeline.logic.config import ConfigError, read_yaml
 from cs_pipeline.sinks.base import SinkError, SinkHttp, TaskSink, sink_secret
 from cs_pipeline.sinks.crm_ids import CrmIdMapping
 from cs_pipeline.sources.http import api_message
@@ -305,9 +305,9 @@ class WritebackConfig(CrmIdMapping):
         """From a YAML file: the mapping itself, or its `writeback:` section."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise SinkError(f"write-back: cannot read {path}: {error}") from None
+            data = read_yaml(path) or {}  # the limits of every config file: size, no aliases, depth
+        except ConfigError as error:
+            raise SinkError(f"write-back: {error}") from None
         if isinstance(data, dict) and "writeback" in data:
             data = data["writeback"]
         return cls.parse(data, str(path))

@@ -6,7 +6,8 @@ from typing import ClassVar, Literal
 
 import polars as pl
 
-from cs_pipeline.logic.contract import ENTITIES, event_day_files, read_entity_file, read_event_file
+from cs_pipeline.logic.contract import ENTITIES, SourceFileError
+from cs_pipeline.logic.exports import event_day_files, read_entity_file, read_event_file
 from cs_pipeline.sources.base import Connector, ConnectorError, Extract, empty_frame
 
 
@@ -43,5 +44,8 @@ class FilesConnector(Connector):
         """Every file of the day's folder (none is an empty day, not an error)."""
         paths = event_day_files(self.path(), day)
         frames = [read_event_file(p) for p in paths]
-        frame = pl.concat(frames, how="diagonal_relaxed") if frames else empty_frame("events")
+        try:
+            frame = pl.concat(frames, how="diagonal_relaxed") if frames else empty_frame("events")
+        except pl.exceptions.PolarsError as error:  # one file's column type clashes with another's
+            raise SourceFileError(paths[0].parent, f"its files cannot be combined: {str(error).splitlines()[0]}") from None
         return Extract(frame, [str(p) for p in paths])
