@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cs_pipeline.demo import churn
 from cs_pipeline.demo.world import (
     DASHBOARD, DAY_S, EVENTS, FOLLOW_UP_SHARES, HOUR_S, LOGIN, SESSION_US, US, WEEKEND_FACTOR,
     WORKFLOW, Accounts, Window, World,
@@ -88,7 +89,7 @@ def _random_day(w: World, day: int, rng: np.random.Generator) -> tuple[np.ndarra
 def usage_level(acc: Accounts, win: Window, day: int) -> np.ndarray:
     """Per account: how busy it is on `day` (0 = nobody uses the product)."""
     progress = (day - win.start) / max(win.days - 1, 1)
-    level = acc.engagement * (1.0 + (acc.trend - 1.0) * progress)
+    level = acc.engagement * (1.0 + (acc.trend - 1.0) * progress) * churn.activity_factor(acc, day)
     live = (acc.usage_from <= day) & (day < acc.usage_to) & ~((acc.pause_from <= day) & (day < acc.pause_to))
     return np.where(live, level, 0.0)
 

@@ -36,8 +36,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from cs_pipeline import settings
-from cs_pipeline.demo.world import DemoSpec, DemoSummary, Window, World, day_number
+from cs_pipeline.demo.churn import DRIVERS
+from cs_pipeline.demo.world import CHURNED, DemoSpec, DemoSummary, Window, World, day_number
 from cs_pipeline.demo.population import build_world
 from cs_pipeline.demo.tables import write_entities
 from cs_pipeline.demo.events import write_events
@@ -70,6 +73,7 @@ def generate(
         rows=rows,
         planted={rule: list(ids) for rule, ids in world.planted.items()},
         healthy=list(world.healthy),
+        churned=_churned(world),
     )
 
 
@@ -78,6 +82,16 @@ def _validate(spec: DemoSpec) -> None:
         raise ValueError(f"accounts and days must be >= 1, got {spec.accounts} and {spec.days}")
     if spec.users_per_account <= 0 or spec.events_per_user_day <= 0:
         raise ValueError("users_per_account and events_per_user_day must be > 0")
+    if spec.drivers not in DRIVERS:
+        raise ValueError(f"drivers must be one of {', '.join(DRIVERS)}, got {spec.drivers!r}")
+
+
+def _churned(w: World) -> dict[str, str]:
+    """Account id -> the end_date of its last term, for accounts churned by the window's end."""
+    rows = np.flatnonzero(w.acc.status == CHURNED)
+    last_day = w.acc.life_end[rows] - 1
+    return {w.account_ids[a]: w.win.date(d).isoformat() for a, d in zip(rows, last_day)}
+
 
 # --------------------------------------------------------------------------------------------
 # planted.json and the command line
@@ -93,6 +107,7 @@ def _write_planted_json(w: World, out: Path) -> None:
         "planted": w.planted,
         "healthy": w.healthy,
         "details": w.details,
+        "churned": _churned(w),  # the ground truth a backtest should find (never read by the pipeline)
     }
     (out / "planted.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
@@ -107,15 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD (default: yesterday)")
     parser.add_argument("--users-per-account", type=float, default=DemoSpec.users_per_account)
     parser.add_argument("--events-per-user-day", type=float, default=DemoSpec.events_per_user_day)
+    parser.add_argument("--drivers", choices=DRIVERS, default=DemoSpec.drivers,
+                        help="what drives churn (default: engagement)")
     args = parser.parse_args(argv)
     spec = DemoSpec(accounts=args.accounts, days=args.days, end_date=args.end_date, seed=args.seed,
-                    users_per_account=args.users_per_account, events_per_user_day=args.events_per_user_day)
+                    users_per_account=args.users_per_account, events_per_user_day=args.events_per_user_day,
+                    drivers=args.drivers)
     began = time.perf_counter()
     summary = generate(args.out_dir, spec, progress=lambda msg: print(msg, file=sys.stderr))
     print(f"wrote {summary.out_dir} ({summary.start_date}..{summary.end_date}) in {time.perf_counter() - began:.1f} s")
     for entity, count in summary.rows.items():
         print(f"  {entity:<14} {count:>12,}")
     print(f"  healthy accounts: {len(summary.healthy)}")
+    print(f"  churned accounts: {len(summary.churned)} (drivers: {spec.drivers})")
     for rule, accounts in summary.planted.items():
         print(f"  planted {rule:<20} {', '.join(accounts) or '-'}")
     return 0

@@ -7,12 +7,13 @@ import math
 import numpy as np
 
 from cs_pipeline.demo.world import (
-    ACTIVE, CHURNED, COMPANY_FIRST, COMPANY_SECOND, CSM_ACCOUNTS, DAY_S, DemoSpec, FIRST_NAMES,
+    ACTIVE, COMPANY_FIRST, COMPANY_SECOND, CSM_ACCOUNTS, DAY_S, DemoSpec, FIRST_NAMES,
     HEALTHY, HEALTHY_SHARE_MIN, HEALTHY_SHARE_TARGET, HOUR_S, LAST_NAMES, MIN_DAYS_FOR_PLANTS,
     NEVER, NOISE, NONE, PLANTED, RULES, SEAT_PRICE, SEGMENT_PLANS, SEGMENT_SEATS,
     SEGMENT_SHARES, TOUCH_CADENCE_DAYS, TRIAL, Accounts, Users, Window, World, add_months,
     terms_through,
 )
+from cs_pipeline.demo import churn
 from cs_pipeline.demo.plants import plant_catalogue
 
 
@@ -36,8 +37,10 @@ def build_world(spec: DemoSpec, win: Window) -> World:
 
     for plant, a in zip(plants, planted_idx):
         plant.shape_account(world, int(a))
+    churn.simulate(spec.seed, spec.drivers, acc, win, np.flatnonzero((profile == NOISE) & (acc.status != TRIAL)))
     _resolve_user_windows(acc)
     world.users = _draw_users(rng, spec, acc)
+    churn.script_users(world)
     world.planted = {rule: [] for rule in RULES}
     for plant, a in zip(plants, planted_idx):
         account_id = world.account_ids[a]
@@ -86,23 +89,20 @@ def _draw_accounts(rng: np.random.Generator, spec: DemoSpec, win: Window, profil
     segment = rng.choice(3, size=n, p=SEGMENT_SHARES).astype(np.int8)
     plan = _draw_plans(rng, segment)
     licenses = _draw_licenses(rng, spec, segment)
-    status = rng.choice(3, size=n, p=(0.88, 0.05, 0.07)).astype(np.int8)
+    status = np.where(rng.random(n) < 0.05, TRIAL, ACTIVE).astype(np.int8)
     owner = rng.permutation(n) % n_csm
     owner[rng.random(n) < 0.03] = NONE  # a few accounts nobody owns yet
     tz_hours = rng.choice(np.array([-8.0, -5.0, 0.0, 1.0, 5.5, 9.0]), size=n, p=(0.15, 0.3, 0.15, 0.25, 0.05, 0.1))
 
-    # Contracts: active customers renew every year since their first term; churned ones stopped
-    # after 1-3 terms, their last term ending before the window's end; trials have none.
-    first_start = win.end - rng.integers(5, 4 * 365, size=n)
-    churn_end = win.end - rng.integers(3, win.days + 60, size=n)
-    churn_terms = rng.integers(1, 4, size=n)
-    churned = status == CHURNED
-    first_start[churned] = add_months(churn_end[churned] + 1, -12 * churn_terms[churned])
+    # Contracts: customers renew every year since their first term (churn.simulate decides who
+    # stops); a few new logos sign during the window; trials have none.
+    first_start = win.start - rng.integers(0, 3 * 365, size=n)
+    new_logo = rng.random(n) < 0.08
+    first_start[new_logo] = win.end - rng.integers(5, max(win.days, 6), size=new_logo.sum())
     n_terms = terms_through(first_start, win.end)
-    n_terms[churned] = churn_terms[churned]
     trial = status == TRIAL
     first_start[trial], n_terms[trial] = NONE, 0
-    life_end = np.where(churned, churn_end + 1, win.end + 1)
+    life_end = np.full(n, win.end + 1, np.int64)
 
     created_day = np.where(trial, win.end - rng.integers(7, 45, size=n), first_start - rng.integers(3, 60, size=n))
     created_s = created_day * DAY_S + rng.integers(8 * HOUR_S, 18 * HOUR_S, size=n)

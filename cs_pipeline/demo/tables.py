@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cs_pipeline.demo import churn
 from cs_pipeline.demo.world import (
     ACTIVITY_SHARES, ACTIVITY_TYPES, CSAT_SCORES, CSAT_SHARES, DAY_S, ENGAGEMENTS_PER_30D,
     ENGAGEMENT_SHARES, ENGAGEMENT_TYPES, FIRST_NAMES, HEALTHY, HIGH, HOUR_S, LAST_NAMES, LOW,
@@ -91,11 +92,14 @@ def _contracts_table(w: World) -> pa.Table:
     kind = rng.choice(3, size=len(account), p=(0.6, 0.25, 0.15))
     factor = np.choose(kind, [rng.uniform(1.0, 1.06, len(account)), rng.uniform(1.1, 1.45, len(account)),
                               rng.uniform(0.7, 0.95, len(account))])
+    if acc.renewal_factor is not None:  # decided by the hidden engagement (churn.py)
+        decided = acc.renewal_factor[account, np.minimum(term, acc.renewal_factor.shape[1] - 1)]
+        factor = np.where(np.isnan(decided), factor, decided)
     factor[term == 0] = 1.0
-    # ARR of term k = base x the product of the changes at each renewal so far.
+    # ARR of term k = the current ARR (seats x price) over the changes at each renewal since k.
     log_growth = np.cumsum(np.log(factor))
-    first_row = np.repeat(np.cumsum(acc.n_terms) - acc.n_terms, acc.n_terms)
-    growth = np.exp(log_growth - log_growth[first_row])
+    last_row = np.repeat(np.cumsum(acc.n_terms) - 1, acc.n_terms)
+    growth = np.exp(log_growth - log_growth[last_row])
     arr = np.round(acc.arr_base[account] * growth, -1).astype(np.int64)
     contract_ids = [f"{w.account_ids[a].replace('acc_', 'ctr_')}-{t + 1}" for a, t in zip(account, term)]
     return pa.table({
@@ -191,6 +195,7 @@ def _nps_table(w: World) -> pa.Table:
     n = len(account)
     score = np.where(acc.calm[account], rng.choice([7, 8, 9, 10], size=n, p=(0.1, 0.25, 0.3, 0.35)),
                      rng.choice(11, size=n, p=NPS_SHARES))
+    score = churn.support_nps(w, account, seconds, score)
     first_row = np.searchsorted(u.account, account)
     user = first_row + (rng.random(n) * acc.n_users[account]).astype(np.int64)
     user[rng.random(n) < 0.15] = NONE  # anonymous answers
@@ -285,4 +290,11 @@ def _draw_tickets(w: World) -> dict[str, np.ndarray]:
         "priority": [s["priority"] for s in w.tickets], "closed": [False] * len(w.tickets),
         "subject": [s["subject"] for s in w.tickets], "csat": [NONE] * len(w.tickets),
     }
-    return {k: np.concatenate([drawn[k], np.array(scripted[k], dtype=drawn[k].dtype)]) for k in drawn}
+    drawn["csat"] = churn.support_csat(w, account, resolved, drawn["csat"])
+    parts = [drawn, {k: np.array(v, dtype=drawn[k].dtype) for k, v in scripted.items()}]
+    bursts = churn.support_bursts(w)
+    if bursts is not None:
+        m = len(bursts["account"])
+        parts.append({**bursts, "pending_s": np.full(m, NONE, np.int64), "closed": rng.random(m) < 0.4,
+                      "subject": rng.integers(0, len(TICKET_SUBJECTS), m)})
+    return {k: np.concatenate([part[k].astype(drawn[k].dtype) for part in parts]) for k in drawn}

@@ -47,7 +47,7 @@ NPS_SHARES = (0.02, 0.01, 0.02, 0.02, 0.03, 0.04, 0.06, 0.10, 0.18, 0.24, 0.28) 
 
 MIN_DAYS_FOR_PLANTS = 60  # the situations need 30 days of history before the last 30 days
 HEALTHY_SHARE_MIN = 0.30
-HEALTHY_SHARE_TARGET = 0.40
+HEALTHY_SHARE_TARGET = 0.30
 CSM_ACCOUNTS = 25  # accounts per CSM
 
 FIRST_NAMES = (
@@ -94,12 +94,13 @@ NPS_COMMENTS = (
 
 @dataclass(frozen=True)
 class DemoSpec:
-    accounts: int = 200
-    days: int = 150  # days of event history, ending at end_date inclusive
+    accounts: int = 350
+    days: int = 300  # days of event history, ending at end_date inclusive
     end_date: dt.date | None = None  # default: yesterday (settings.today() - 1 day)
-    users_per_account: float = 12.0  # mean seats assigned per account (varies by segment)
-    events_per_user_day: float = 6.0  # mean events per active user per active day
+    users_per_account: float = 10.0  # mean seats assigned per account (varies by segment)
+    events_per_user_day: float = 3.0  # mean events per active user per active day
     seed: int = 7
+    drivers: str = "engagement"  # what drives churn: "engagement" or "support" (see demo/churn.py)
 
 
 @dataclass
@@ -110,6 +111,7 @@ class DemoSummary:
     rows: dict[str, int]  # per entity, e.g. {"accounts": 200, "events": 1234567, ...}
     planted: dict[str, list[str]]  # rule id -> account ids planted to fire it
     healthy: list[str]  # account ids that must trigger no rule at all in the window
+    churned: dict[str, str] = field(default_factory=dict)  # account id -> churn date (last term's end_date)
 
 
 RULES = (
@@ -208,6 +210,13 @@ class Accounts:
     calm: np.ndarray  # only low/normal tickets and NPS 7-10
     nps_rate: np.ndarray
     marketing: np.ndarray
+    # the hidden engagement (demo/churn.py): a weekly walk per account, and what it drives
+    drivers: str = "engagement"
+    grid_start: int = 0  # the day of the walk's first week
+    latent: np.ndarray | None = None  # (accounts, weeks) float32
+    activity_weight: np.ndarray | None = None  # how strongly usage follows it (0: not at all)
+    shock_day: np.ndarray | None = None  # the champion left / the CSM went quiet (NEVER: no)
+    renewal_factor: np.ndarray | None = None  # (accounts, terms) ARR change at each renewal; NaN: drawn
 
     @property
     def n(self) -> int:
