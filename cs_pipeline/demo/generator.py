@@ -9,8 +9,13 @@ tool and a product database would export it (CONTRACT.md §1). Every account has
   fire no default rule on any day of the window.
 - *planted*: a healthy-looking account in which one situation is staged so that one default rule
   fires on known days (`_plant_catalogue`). `planted.json` names the accounts and the days.
-- *noise*: a realistic random mix (trials, churned accounts, busy helpdesks, detractors,
-  onboarding customers...). Anything may fire on these; nothing is promised about them.
+- *noise*: a realistic random mix (trials, new logos, busy helpdesks, detractors...) whose
+  renewals, expansions, contractions and churn follow a hidden engagement (`churn.py`, with the
+  `engagement` or `support` drivers). Anything may fire on these; nothing is promised about them.
+
+The package, by subject: `world` (the spec, constants, calendar and the arrays), `population`
+(drawing accounts and users), `plants` (the staged situations), `churn` (the hidden engagement),
+`tables` and `events` (the exports); this module writes them and is the command line.
 
 All randomness comes from `numpy.random.default_rng(seed)`, and each day's events from a stream
 seeded with `(seed, day)`, so a spec always gives byte-identical files. Arrays are built with
