@@ -18,8 +18,9 @@ data set's `drivers`:
 Each term end T of such an account is a renewal decision, taken DECISION_LEAD days before T:
 churn with probability sigmoid(BASE + W_LATENT x(T - lead) + W_SMALL smallness + W_SHOCK
 recent shock). The draw is a coin, so healthy-looking accounts sometimes leave and weak ones
-sometimes stay. A churner winds down over the lead: x falls further, and at T its remaining
-users are deactivated. Renewals expand when x is high and contract when it is low.
+sometimes stay; a few renewals (SURPRISE_CHURN) are lost whatever x, without warning. Other
+churners wind down over the term's last months: x falls further. At T the remaining users of
+every churner are deactivated. Renewals expand when x is high and contract when it is low.
 
 Everything here draws from its own stream, seeded with (seed, STREAM), so the rest of the world
 (and both driver sets for one seed) share the same accounts, names, seats and contract dates.
@@ -45,6 +46,7 @@ DECISION_LEAD = 60  # days before a term ends that the customer decides
 WIND_DOWN_DAYS = 120  # a leaving customer's usage fades over the last months of its term
 CHURN_FROM = 60  # terms ending up to this many days before the window can still churn
 MAX_TERMS = 16
+SURPRISE_CHURN = 0.04  # renewals lost whatever the engagement, without a wind-down
 
 SHOCK_SHARE_PER_YEAR = 0.30  # accounts per year whose champion leaves (or CSM goes quiet)
 SHOCK_SIZE = 0.9
@@ -56,11 +58,11 @@ SHOCK_RECENT_DAYS = (30, 330)  # a shock this many days before the decision coun
 EXPRESSION = {
     "engagement": {"activity": 1.0, "wind_down": 1.1, "base": -1.25, "latent": -2.6, "small": 0.7,
                    "shock": 0.9, "surveys": 1.0},
-    "support": {"activity": 0.3, "wind_down": 0.7, "base": -1.35, "latent": -2.6, "small": 0.2,
+    "support": {"activity": 0.45, "wind_down": 0.7, "base": -1.35, "latent": -2.6, "small": 0.2,
                 "shock": 1.4, "surveys": 2.0},
 }
-SUPPORT_BURSTS_PER_30D = 0.10  # at x = 0; multiplied by exp(-2 x)
-SUPPORT_SEAT_THRESHOLD = (-0.6, 0.35)  # a seat is removed when x first falls below N(mean, sd)
+SUPPORT_BURSTS_PER_30D = 0.10  # at x = 0; multiplied by exp(-2.4 x)
+SUPPORT_SEAT_THRESHOLD = (-0.45, 0.35)  # a seat is removed when x first falls below N(mean, sd)
 
 
 def simulate(spec_seed: int, drivers: str, acc: Accounts, win: Window, rows: np.ndarray) -> None:
@@ -101,10 +103,12 @@ def simulate(spec_seed: int, drivers: str, acc: Accounts, win: Window, rows: np.
         recent = (ends[a] - DECISION_LEAD - acc.shock_day[a] >= SHOCK_RECENT_DAYS[0]) & (
             ends[a] - DECISION_LEAD - acc.shock_day[a] <= SHOCK_RECENT_DAYS[1])
         logit = e["base"] + e["latent"] * x + e["small"] * small[a] + e["shock"] * recent
-        leaves = (rng.random(len(a)) < 1 / (1 + np.exp(-logit))) & (ends[a] >= win.start - CHURN_FROM)
+        surprise = rng.random(len(a)) < SURPRISE_CHURN  # a budget cut, an acquisition: no warning
+        leaves = (rng.random(len(a)) < 1 / (1 + np.exp(-logit))) | surprise
+        leaves &= ends[a] >= win.start - CHURN_FROM
         acc.renewal_factor[a[~leaves], term] = _renewal_factor(rng, x[~leaves])
         churned = a[leaves]
-        _churn(acc, win, churned, ends[churned], term, e["wind_down"])
+        _churn(acc, win, churned, ends[churned], term, np.where(surprise[leaves], 0.0, e["wind_down"]))
         alive[churned] = False
 
 
@@ -121,17 +125,23 @@ def _walk(rng: np.random.Generator, n: int, n_weeks: int) -> np.ndarray:
 def _renewal_factor(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """ARR change at a renewal: engaged customers tend to expand, lukewarm ones to contract."""
     n = len(x)
-    p_expand = 1 / (1 + np.exp(-(-1.2 + 2.5 * x)))
-    p_contract = 1 / (1 + np.exp(-(-1.6 - 2.5 * x)))
+    p_expand = 1 / (1 + np.exp(-(-1.5 + 2.5 * x)))
+    p_contract = 1 / (1 + np.exp(-(-1.8 - 2.5 * x)))
     draw = rng.random(n)
     expand, contract = draw < p_expand, (draw >= p_expand) & (draw < p_expand + p_contract)
-    factor = rng.uniform(1.0, 1.06, n)
+    factor = flat_renewal(rng, n)
     factor[expand] = rng.uniform(1.1, 1.45, expand.sum())
     factor[contract] = rng.uniform(0.7, 0.93, contract.sum())
     return factor
 
 
-def _churn(acc: Accounts, win: Window, a: np.ndarray, last_day: np.ndarray, n_terms: int, wind_down: float) -> None:
+def flat_renewal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Most renewals keep their ARR; some carry a small price uplift."""
+    return np.where(rng.random(n) < 0.7, 1.0, rng.uniform(1.03, 1.06, n))
+
+
+def _churn(acc: Accounts, win: Window, a: np.ndarray, last_day: np.ndarray, n_terms: int,
+           wind_down: np.ndarray) -> None:
     """The account's term `n_terms - 1` ends on `last_day` without a successor."""
     acc.n_terms[a] = n_terms
     acc.life_end[a] = last_day + 1
@@ -144,7 +154,7 @@ def _churn(acc: Accounts, win: Window, a: np.ndarray, last_day: np.ndarray, n_te
     # process that starts before the decision is written down).
     week_day = acc.grid_start + GRID_DAYS * np.arange(acc.latent.shape[1])
     into = (week_day[None, :] - (last_day - WIND_DOWN_DAYS)[:, None]) / WIND_DOWN_DAYS
-    acc.latent[a] -= (wind_down * np.clip(into, 0.0, 1.0)).astype(np.float32)
+    acc.latent[a] -= (wind_down[:, None] * np.clip(into, 0.0, 1.0)).astype(np.float32)
 
 
 def latent_at(acc: Accounts, accounts: np.ndarray, days: np.ndarray | int) -> np.ndarray:
@@ -233,7 +243,7 @@ def support_bursts(w: World) -> dict[str, np.ndarray] | None:
     week_day = acc.grid_start + GRID_DAYS * np.arange(acc.latent.shape[1])
     begin = np.maximum(acc.created_s[rows] // DAY_S + 1, win.start - 60)
     open_ = (week_day[None, :] >= begin[:, None]) & (week_day[None, :] < acc.life_end[rows][:, None] - 3)
-    rate = SUPPORT_BURSTS_PER_30D * GRID_DAYS / 30 * np.exp(-2.0 * acc.latent[rows]) * open_
+    rate = SUPPORT_BURSTS_PER_30D * GRID_DAYS / 30 * np.exp(-2.4 * acc.latent[rows]) * open_
     bursts = rng.poisson(rate)
     account_row, week = np.nonzero(bursts)
     count = bursts[account_row, week]
@@ -274,5 +284,5 @@ def support_nps(w: World, account: np.ndarray, seconds: np.ndarray, score: np.nd
     rows = np.flatnonzero(acc.activity_weight[account] > 0)
     x = latent_at(acc, account[rows], seconds[rows] // DAY_S)
     out = score.copy()
-    out[rows] = np.clip(np.round(7.8 + 3.5 * x + rng.normal(0, 1.0, len(rows))), 0, 10)
+    out[rows] = np.clip(np.round(7.8 + 3.5 * x + rng.normal(0, 0.8, len(rows))), 0, 10)
     return out

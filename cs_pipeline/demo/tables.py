@@ -83,14 +83,14 @@ def _accounts_table(w: World) -> pa.Table:
 
 def _contracts_table(w: World) -> pa.Table:
     """One row per 12-month term; each renewal starts the day after the previous term ends,
-    with ARR moved by a flat uplift, an expansion or a contraction."""
+    with ARR kept (or a small price uplift), expanded or contracted."""
     acc, rng = w.acc, w.rng
     account = np.repeat(np.arange(acc.n), acc.n_terms)
     term = np.arange(len(account)) - np.repeat(np.cumsum(acc.n_terms) - acc.n_terms, acc.n_terms)
     first = acc.first_start[account]
     start, end = add_months(first, 12 * term), add_months(first, 12 * (term + 1)) - 1
     kind = rng.choice(3, size=len(account), p=(0.6, 0.25, 0.15))
-    factor = np.choose(kind, [rng.uniform(1.0, 1.06, len(account)), rng.uniform(1.1, 1.45, len(account)),
+    factor = np.choose(kind, [churn.flat_renewal(rng, len(account)), rng.uniform(1.1, 1.45, len(account)),
                               rng.uniform(0.7, 0.95, len(account))])
     if acc.renewal_factor is not None:  # decided by the hidden engagement (churn.py)
         decided = acc.renewal_factor[account, np.minimum(term, acc.renewal_factor.shape[1] - 1)]
