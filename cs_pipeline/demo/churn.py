@@ -94,7 +94,7 @@ def simulate(spec_seed: int, drivers: str, acc: Accounts, win: Window, rows: np.
     alive[rows] = True
     for term in range(1, MAX_TERMS):
         ends = add_months(acc.first_start, 12 * term) - 1  # the last day of term `term - 1`
-        due = alive & (acc.first_start != NONE) & (ends < win.end) & (term < acc.n_terms + 1)
+        due = alive & (acc.first_start != NONE) & (ends < win.end)
         due &= ends >= acc.grid_start + DECISION_LEAD
         if not due.any():
             continue
