@@ -189,7 +189,7 @@ def check_baselines(site: Site, day: dt.date, floor_frame: Path, pandas_frame: P
     floor = pl.read_parquet(floor_frame)
     floor_problems = same_figures(pipeline, floor, day_columns, absent_means_zero=True)
     pandas_columns = [*counts, "last_login_date", "days_since_last_login", "license_activation_rate", "deployment_rate",
-                      "utilization_rate", "key_features_used_30d", "all_key_features_used_30d", "latest_nps",
+                      "utilization_rate", "activity_trend_30d", "key_features_used_30d", "all_key_features_used_30d", "latest_nps",
                       "open_tickets", "open_high_priority_tickets", "days_since_last_touch", "has_live_term",
                       "days_to_renewal", "nps_responses_today", "band", "score_7d_ago", "score_30d_ago"]
     pandas = pl.read_parquet(pandas_frame)
