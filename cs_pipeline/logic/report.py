@@ -19,6 +19,7 @@ from cs_pipeline.logic.calibrate import CalibrationResult
 
 LABELS = {MODEL: "health score (model)", "calibrated": "calibrated model", "days_since_last_login": "days since last login",
           "events_30d": "30-day events"}
+COLORS = alt.Scale(domain=list(LABELS.values()), range=["#4c78a8", "#54a24b", "#f58518", "#b279a2"])
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -34,9 +35,9 @@ def _auc_chart(aucs: dict[str, float | None], title: str) -> alt.Chart:
     base = alt.Chart(alt.Data(values=rows)).encode(
         y=alt.Y("score:N", sort=None, title=None), x=alt.X("AUC:Q", scale=alt.Scale(domain=[0, 1]))
     )
-    bars = base.mark_bar().encode(color=alt.Color("score:N", legend=None))
+    bars = base.mark_bar().encode(color=alt.Color("score:N", legend=None, scale=COLORS))
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("AUC:Q", format=".3f"))
-    rule = alt.Chart(alt.Data(values=[{"x": 0.5}])).mark_rule(strokeDash=[4, 4], color="#888").encode(x="x:Q")
+    rule = alt.Chart(alt.Data(values=[{"AUC": 0.5}])).mark_rule(strokeDash=[4, 4], color="#888").encode(x="AUC:Q")
     return (bars + text + rule).properties(title=title, width=600, height=30 * max(len(rows), 1))
 
 
@@ -48,7 +49,7 @@ def _lift_chart(lift: pl.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("decile:O", title="decile (1 = least healthy 10 %)"),
             y=alt.Y("lift:Q", title="churn rate / base rate"),
-            color=alt.Color("score:N", title=None),
+            color=alt.Color("score:N", title=None, scale=COLORS),
             tooltip=["score:N", "decile:O", "rows:Q", "churned:Q", alt.Tooltip("churn_rate:Q", format=".1%")],
         )
         .properties(title="Lift by score decile", width=600, height=260)
