@@ -505,6 +505,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     spec, model, rules, path = _evaluation_inputs(args)
     out = Path(args.out).resolve()
     config_dir = settings.config_dir().resolve()
+    if out == config_dir / HEALTH_MODEL_FILE:
+        raise CliError(f"--out {out} is the active model of --config; write the proposal elsewhere (--apply replaces it)")
     if args.apply and config_dir == settings.SHIPPED_CONFIG_DIR.resolve():
         raise CliError("--apply replaces the active health_model.yaml of --config DIR; the shipped one is part of the "
                        "package: copy cs_pipeline/config to a folder and pass --config FOLDER")

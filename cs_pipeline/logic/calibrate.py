@@ -162,7 +162,7 @@ def _candidate(frame: pl.DataFrame, variable: str, base_rate: float) -> Candidat
     value_auc = float(roc_auc_score(y, values))
     direction = "lower_is_better" if value_auc > 0.5 else "higher_is_better"
     if direction == "lower_is_better" and variable in NO_FEWER_IS_BETTER:
-        return "goes with churn, but scoring fewer as healthier would give an account with none (nobody uses the product) full points"
+        return "fewer went with less churn, but scoring fewer as healthier would give an account with none (nobody uses the product) full points"
     missing_churn = frame["churned"].filter(~present).mean()
     missing = "zero"
     if variable not in ABSENCE and missing_churn is not None and float(missing_churn) < base_rate:
