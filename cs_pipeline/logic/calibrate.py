@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from cs_pipeline.logic.backtest import BASELINES, MODEL, BacktestError, healthiness
 from cs_pipeline.logic.config import HealthModel, health_model_from_data, indicator_variables
@@ -207,7 +208,10 @@ def _weights(points: pl.DataFrame, y: np.ndarray, candidates: list[Candidate]) -
             [points[points_column(c.variable)].cast(pl.Float64).fill_null(points[points_column(c.variable)].mean() or 0.0).to_numpy()
              for c in live]
         )
-        fit = LogisticRegression(C=1.0, max_iter=500).fit(x, y)
+        # One BLAS thread: the problem is small (a few hundred thousand rows, a few dozen columns)
+        # and BLAS threads only contend with each other there (4x slower on 2 busy cores).
+        with threadpool_limits(limits=1):
+            fit = LogisticRegression(C=1.0, max_iter=500).fit(x, y)
         health = -fit.coef_[0]  # more points, less churn: a positive health weight
         wrong = [c for c, w in zip(live, health) if w <= 0]
         if not wrong:
