@@ -287,6 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.warehouse_path().unlink()
     run_pipeline(summary.start_date, summary.end_date)
     _summarise()
+    _backtest_headline()
     return 0
 
 
@@ -432,7 +433,8 @@ def _evaluation_inputs(args: argparse.Namespace):
 
     try:
         low, high = parse_lead(args.lead)
-        spec = BacktestSpec(_parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to"), args.every, low, high)
+        every = args.every if args.every is not None else (10 if args.func is cmd_calibrate else 15)
+        spec = BacktestSpec(_parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to"), every, low, high)
     except BacktestError as error:
         raise CliError(str(error)) from None
     config_dir = settings.config_dir()
@@ -549,10 +551,44 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest_headline() -> None:
+    """The demo's last words: how early the default model and the rules were for churn
+    (the health_backtest asset's tables), and what a calibrated model would reach."""
+    from cs_pipeline.assets.backtest import health_days, labelled_observations
+    from cs_pipeline.logic.backtest import BacktestError, BacktestSpec
+    from cs_pipeline.logic.calibrate import calibrate
+    from cs_pipeline.logic.config import load_health_model
+    from cs_pipeline.resources.config import HEALTH_MODEL_FILE
+
+    aucs = dict((r["score"], r["auc"]) for r in _read("SELECT score, auc FROM evaluation.backtest_auc", needs=("evaluation.backtest_auc",)))
+    if not aucs:
+        print("\nBacktest: not computed (too little history or no churn yet; see the health_backtest asset)")
+        return
+    print(f"\nBacktest (churn 30-90 days ahead): AUC of the health score {_fmt(aucs.get('model'))}, "
+          f"days since last login {_fmt(aucs.get('days_since_last_login'))}, 30-day events {_fmt(aucs.get('events_30d'))}")
+    con = _connect_read_only(settings.warehouse_path())
+    try:
+        model = load_health_model(settings.config_dir() / HEALTH_MODEL_FILE)
+        first, last = health_days(con)
+        calibration = calibrate(labelled_observations(con, BacktestSpec(first, last), model, settings.today()), model)
+        print(f"  calibrated on the earlier dates, AUC on the later ones: {_fmt(calibration.auc_test['calibrated'])} "
+              f"(the default model there: {_fmt(calibration.auc_test['model'])}; `cs-pipeline calibrate` writes it)")
+    except BacktestError as error:
+        print(f"  calibrate: {error}")
+    finally:
+        con.close()
+    rules = _read("SELECT rule_id, alerts, precision, warned_share, median_lead_days FROM evaluation.backtest_rules "
+                  "WHERE alerts > 0 ORDER BY rule_id", needs=("evaluation.backtest_rules",))
+    for r in rules:
+        print(f"  {r['rule_id']:<20} {r['alerts']:>5} alerts, precision {_fmt(r['precision'], 2)}, churners warned 30+ days "
+              f"ahead {_fmt(r['warned_share'], 2)}, median lead {_fmt(r['median_lead_days'], 0)} days")
+
+
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD", help="first observation date")
     parser.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD", help="last observation date")
-    parser.add_argument("--every", type=int, default=15, metavar="N", help="days between observation dates (default 15)")
+    parser.add_argument("--every", type=int, default=None, metavar="N",
+                        help="days between observation dates (default: 15 for backtest, 10 for calibrate: more rows to fit)")
     parser.add_argument("--lead", default="30:90", metavar="MIN:MAX", help="churn window after each date, in days (default 30:90)")
     parser.add_argument("--report", default=None, metavar="FILE.html", help="also write the HTML report there")
 

@@ -1,7 +1,7 @@
 """Backtest: does the health score (and does each rule) come before churn? Pure polars + scikit-learn.
 
 Observation dates are taken every N days in [D1, D2]. On each date D, every account live on D
-(a contract term covers D and it is not churned: the rules' own `eligible`) is one observation,
+(a contract term covers D, hence not churned: see `live`) is one observation,
 labelled 1 when the account churns between D + lead_min and D + lead_max days (default 30..90).
 A churn is a contract term with outcome `churned` in `marts.fct_term_outcomes`, on its
 `outcome_date` (the term's end).
@@ -25,7 +25,6 @@ from typing import Any
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from cs_pipeline.logic.alerting import eligible
 
 RENEWAL_GRACE_DAYS = 30  # fct_term_outcomes: renewed when the next term starts within 30 days
 DECILES = 10
@@ -106,10 +105,17 @@ def label(rows: pl.DataFrame, churns: pl.DataFrame, lead_min: int, lead_max: int
     )
 
 
+def live(health: pl.DataFrame) -> pl.DataFrame:
+    """Accounts live on D: a contract term covers D. An account is churned only after its last
+    term ends (CONTRACT.md §3), so this leaves churned accounts out by itself; the `status`
+    column is not read, because a history built before point-in-time status holds today's
+    snapshot status on every past day (a later churner would look churned all along)."""
+    return health.filter(pl.col("has_live_term").fill_null(False))
+
+
 def observations(health: pl.DataFrame, churns: pl.DataFrame, dates: Sequence[dt.date], spec: BacktestSpec) -> pl.DataFrame:
     """Live accounts on each date, labelled."""
-    live = eligible(health.filter(pl.col("partition_date").is_in(list(dates))))
-    return label(live, churns, spec.lead_min, spec.lead_max)
+    return label(live(health.filter(pl.col("partition_date").is_in(list(dates)))), churns, spec.lead_min, spec.lead_max)
 
 
 def healthiness(frame: pl.DataFrame) -> dict[str, pl.Series]:

@@ -43,16 +43,19 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from cs_pipeline.logic.backtest import BASELINES, MODEL, BacktestError, healthiness
-from cs_pipeline.logic.config import HealthModel, health_model_from_data, indicator_variables
+from cs_pipeline.logic.config import HealthModel, event_column, health_model_from_data, indicator_variables
 from cs_pipeline.logic.scoring import points_column, score_health
 
 TIMING = ("days_to_renewal", "days_since_contract_start")
+# Figures of day D alone: a weekend or a quiet day moves them, so they rank churn by noise.
+DAILY = ("active_users", "logins", "events", "lowest_nps_today", "nps_responses_today")
 ABSENCE = ("days_since_last_touch", "latest_nps", "lowest_nps_today", "nps_responses_today", "open_tickets", "open_high_priority_tickets")
 NO_FEWER_IS_BETTER = ("open_tickets", "open_high_priority_tickets", "nps_responses_today")
 QUANTILES = (0.2, 0.4, 0.6, 0.8)
 MIN_WEIGHT = 0.05
 MAX_INDICATORS = 8
 MIN_PRESENT = 0.05
+MIN_STRENGTH = 0.55  # a candidate must rank churn alone with an AUC of at least this (either way)
 MIN_CHURNERS_FIT = 20
 MIN_CHURNERS_TEST = 10
 MIN_DATES = 2
@@ -161,6 +164,8 @@ def _candidate(frame: pl.DataFrame, variable: str, base_rate: float) -> Candidat
     if y.min() == y.max():
         return "no churn among the rows that have it"
     value_auc = float(roc_auc_score(y, values))
+    if max(value_auc, 1 - value_auc) < MIN_STRENGTH:
+        return f"alone it ranks churn with AUC {max(value_auc, 1 - value_auc):.2f} (below {MIN_STRENGTH})"
     direction = "lower_is_better" if value_auc > 0.5 else "higher_is_better"
     if direction == "lower_is_better" and variable in NO_FEWER_IS_BETTER:
         return "fewer went with less churn, but scoring fewer as healthier would give an account with none (nobody uses the product) full points"
@@ -280,9 +285,11 @@ def calibrate(frame: pl.DataFrame, current: HealthModel, lead_min: int = 30, lea
     base_rate = float(sample["churned"].mean() or 0.0)
     allowed = indicator_variables(current)
     candidates: list[Candidate] = []
+    daily = {*DAILY, *(event_column(e) for e in current.product.events)}
     rejected: list[tuple[str, str]] = [(v, "contract timing: it says when churn can happen, not whether") for v in TIMING if v in allowed]
+    rejected += [(v, "a figure of day D alone (weekday noise); its 7- and 30-day windows are candidates") for v in allowed if v in daily]
     for variable in allowed:
-        if variable in TIMING or variable not in frame.columns:
+        if variable in TIMING or variable in daily or variable not in frame.columns:
             continue
         found = _candidate(sample, variable, base_rate)
         if isinstance(found, str):
