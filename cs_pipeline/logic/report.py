@@ -24,8 +24,8 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; } th { background: #f4f4f4; }
-td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; } th { background: #f4f4f4; }
+td.num { text-align: right; } summary { cursor: pointer; }
 .note { color: #555; font-size: 0.9em; } .chart { margin: 0.5em 0 1em; }
 """
 
@@ -85,7 +85,11 @@ def _table(frame: pl.DataFrame) -> str:
     if frame.height == 0:
         return "<p class='note'>(none)</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows())
+    body = "".join(
+        "<tr>" + "".join(f"<td class='num'>{_cell(v)}</td>" if isinstance(v, (int, float)) else f"<td>{_cell(v)}</td>" for v in row)
+        + "</tr>"
+        for row in frame.iter_rows()
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -117,8 +121,9 @@ def render(backtest: BacktestResult, calibration: CalibrationResult | None = Non
             f"{len(calibration.purged_dates)} date(s) between them left out so no churn is seen by both.</p>"
             "<div class='chart' id='auc_test'></div><h3>What changed and why</h3><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in calibration.changes)
-            + "</ul><h3>Variables not used</h3>"
+            + f"</ul><details><summary>Variables not used ({len(calibration.rejected)}), and why</summary>"
             + _table(pl.DataFrame(calibration.rejected, schema=["variable", "why"], orient="row"))
+            + "</details>"
         )
     charts.append(("lift", _lift_chart(backtest.lift)))
     sections.append("<h2>Lift by decile</h2><div class='chart' id='lift'></div>")
