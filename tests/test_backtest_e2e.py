@@ -100,7 +100,7 @@ def test_no_churn_in_the_range_is_refused(run, warehouse, tmp_path):
     assert code == 2 and "no live account churned" in err
 
 
-def test_the_asset_writes_evaluation_tables_metadata_and_the_report(warehouse, tmp_path, monkeypatch):
+def test_the_asset_writes_evaluation_tables_metadata_and_the_report(warehouse, tmp_path, monkeypatch, capsys):
     from cs_pipeline.assets.backtest import health_backtest
     from cs_pipeline.resources.config import PipelineConfig
     from cs_pipeline.resources.warehouse import WarehouseResource
@@ -124,3 +124,9 @@ def test_the_asset_writes_evaluation_tables_metadata_and_the_report(warehouse, t
         scores = dict(con.execute("SELECT score, auc FROM evaluation.backtest_auc").fetchall())
         rules = con.execute("SELECT count(*) FROM evaluation.backtest_rules").fetchone()[0]
     assert set(scores) == {"model", "days_since_last_login", "events_30d"} and rules == 8
+    # The demo ends with the headline read from those tables, and a calibration on the same history.
+    monkeypatch.setenv("CS_PIPELINE_CONFIG_DIR", str(settings.SHIPPED_CONFIG_DIR))
+    cli._backtest_headline()
+    headline = capsys.readouterr().out
+    assert f"AUC of the health score {scores['model']:.3f}" in headline
+    assert "calibrated on the earlier dates, AUC on the later ones" in headline and "no_login_20d" in headline
