@@ -126,7 +126,7 @@ def test_the_asset_writes_evaluation_tables_metadata_and_the_report(warehouse, t
     assert set(scores) == {"model", "days_since_last_login", "events_30d"} and rules == 8
     # The demo ends with the headline read from those tables, and a calibration on the same history.
     monkeypatch.setenv("CS_PIPELINE_CONFIG_DIR", str(settings.SHIPPED_CONFIG_DIR))
-    cli._backtest_headline()
+    cli.backtest_headline()
     headline = capsys.readouterr().out
     assert f"AUC of the health score {scores['model']:.3f}" in headline
     assert "calibrated on the earlier dates, AUC on the later ones" in headline and "no_login_20d" in headline
