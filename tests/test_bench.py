@@ -33,7 +33,7 @@ def run(tmp_path_factory):
          "--days", "3", "--skip-backfill", "--dispatch-alerts", "2", "--slack-latency", "0",
          "--row-path-sample", "1000", "--evaluation-accounts", "400", "--work-dir", str(root), "--keep",
          "--results-dir", str(root / "results"), "--benchmarks-md", str(benchmarks)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [result_file] = (root / "results").glob("bench-*.json")
