@@ -110,7 +110,7 @@ def pandas_usage(day: pd.Timestamp, accounts: pd.DataFrame, users: pd.DataFrame,
     out = out.join(today[["active_users", "logins", "events", *event_columns]], how="left")
     for days in (7, 30):
         first = day - pd.Timedelta(days=days - 1)
-        window = account_days[account_days["activity_date"] >= first]
+        window = account_days[(account_days["activity_date"] >= first) & (account_days["activity_date"] <= day)]
         summed = ["logins", "events", *(event_columns if days == 30 else [])]
         sums = window.groupby("account_id", observed=True)[summed].sum().add_suffix(f"_{days}d")
         sums.index = sums.index.astype(str)
@@ -125,6 +125,11 @@ def pandas_usage(day: pd.Timestamp, accounts: pd.DataFrame, users: pd.DataFrame,
         users["deactivated_at"].isna() | (users["deactivated_at"] >= end))
     activated = assigned & users["activated_at"].notna() & (users["activated_at"] < end)
     seats = pd.DataFrame({"account_id": users["account_id"], "assigned_users": assigned, "activated_users": activated})
+    before = account_days[(account_days["activity_date"] <= day - pd.Timedelta(days=30))
+                          & (account_days["activity_date"] >= day - pd.Timedelta(days=59))]
+    prev = before.groupby("account_id", observed=True)["events"].sum().rename("events_prev_30d")
+    prev.index = prev.index.astype(str)
+    out = out.join(prev, how="left")
     out = out.join(seats.groupby("account_id").sum(), how="left")
     counts = [c for c in out.columns if c != "licenses"]
     out[counts] = out[counts].fillna(0).astype("int64")
@@ -136,6 +141,7 @@ def pandas_usage(day: pd.Timestamp, accounts: pd.DataFrame, users: pd.DataFrame,
     out["license_activation_rate"] = (out["activated_users"] / licenses).where(licenses > 0)
     out["deployment_rate"] = (out["assigned_users"] / licenses).where(licenses > 0)
     out["utilization_rate"] = (out["active_users_30d"] / out["activated_users"]).where(out["activated_users"] > 0)
+    out["activity_trend_30d"] = (out["events_30d"] / out["events_prev_30d"]).where(out["events_prev_30d"] > 0)
     used = sum((out[_event_column(k) + "_30d"] > 0).astype("int64") for k in key_features) if key_features else 0
     out["key_features_used_30d"] = used
     out["all_key_features_used_30d"] = (out["key_features_used_30d"] == len(key_features)) if key_features else False
@@ -253,7 +259,7 @@ def pandas_usage_health(args: dict, parts: dict) -> dict:
     event_columns = "".join(f", {_event_column(e)}" for e in dict.fromkeys(model.product.events))
     account_days = _dates(_read(con, f"SELECT activity_date, account_id, active_users, logins, events{event_columns} "
                                      "FROM marts.fct_account_daily_activity WHERE activity_date BETWEEN ? AND ?",
-                                [d - dt.timedelta(days=29), d], categorical=True), "activity_date")
+                                [d - dt.timedelta(days=59), d], categorical=True), "activity_date")
     user_months = _dates(_read(con, "SELECT activity_month, account_id, user_id, active_days FROM marts.fct_user_monthly_activity "
                                     "WHERE activity_month BETWEEN ? AND ? AND active_days <> 0",
                                [(d - dt.timedelta(days=29)).replace(day=1), d.replace(day=1)], categorical=True), "activity_month")

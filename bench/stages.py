@@ -382,6 +382,54 @@ def stage_usage_health(args: dict) -> dict:
             "extra": {"history_days": history, "window_rows": meta.get("window_rows")}}
 
 
+def stage_backtest_calibrate(args: dict) -> dict:
+    """`cs-pipeline backtest` then `calibrate` (their code paths, report included) over a synthetic
+    churn history: account_health on the observation dates every 15 days of `days` days for
+    `accounts` accounts, the outcomes and the alerts (bench/evaluation.py; its synthesis and
+    write are set-up, reported apart)."""
+    import duckdb
+
+    from bench.evaluation import synthetic_history, write_warehouse
+    from cs_pipeline import settings
+    from cs_pipeline.assets.backtest import backtest, labelled_observations
+    from cs_pipeline.logic.backtest import BacktestSpec
+    from cs_pipeline.logic.calibrate import calibrate, to_yaml
+    from cs_pipeline.logic.config import load_config
+    from cs_pipeline.logic.report import write_report
+
+    end, today = dt.date(2025, 12, 31), dt.date(2026, 3, 1)
+    path = Path(args["warehouse"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mark = time.perf_counter()
+    frames = synthetic_history(int(args["accounts"]), int(args["days"]), seed=int(args.get("seed", 5)), end=end)
+    write_warehouse(path, *frames)
+    synthesized = time.perf_counter() - mark
+    model, rules = load_config(settings.SHIPPED_CONFIG_DIR)
+    spec = BacktestSpec(end - dt.timedelta(days=int(args["days"]) - 1), end)
+    started = time.perf_counter()
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        result = backtest(con, spec, model, today, [r.id for r in rules.rules])
+        PARTS["backtest"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        frame = labelled_observations(con, spec, model, today)
+        PARTS["calibrate_read"] = time.perf_counter() - mark
+    finally:
+        con.close()
+    mark = time.perf_counter()
+    calibration = calibrate(frame, model)
+    (path.parent / "proposed_health_model.yaml").write_text(to_yaml(calibration, model, str(path)))
+    PARTS["calibrate_fit"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    write_report(path.parent / "calibration.html", result, calibration)
+    PARTS["report"] = time.perf_counter() - mark
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": frame.height, "rows_of": "account-days observed",
+            "extra": {"synthesize_and_write_s": round(synthesized, 2), "accounts": int(args["accounts"]), "days": int(args["days"]),
+                      "observation_dates": len(result.dates), "auc_model": result.auc["model"],
+                      "auc_calibrated_test": calibration.auc_test["calibrated"]}}
+
+
 def _baseline(name: str) -> Callable[[dict], dict]:
     def run(args: dict) -> dict:
         from bench import baselines
@@ -404,6 +452,7 @@ STAGES: dict[str, Callable[[dict], dict]] = {
     "load_history": stage_load_history,
     "load_history_sql": stage_load_history_sql,
     "usage_health": stage_usage_health,
+    "backtest_calibrate": stage_backtest_calibrate,
     "floor": _baseline("floor"),
     "pandas": _baseline("pandas_usage_health"),
     "dlt_rows": _baseline("dlt_row_path"),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cs_pipeline import settings
+from cs_pipeline.cli_evaluation import add_evaluation_commands, backtest_headline
 
 JOB_LOG_LEVEL = "WARNING"
 
@@ -287,6 +288,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.warehouse_path().unlink()
     run_pipeline(summary.start_date, summary.end_date)
     _summarise()
+    backtest_headline()
     return 0
 
 
@@ -469,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument("--by", default=None, metavar="EMAIL")
     ack.add_argument("--note", default=None)
     ack.set_defaults(func=cmd_ack)
+
+    add_evaluation_commands(sub, common)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
     check.set_defaults(func=cmd_check_config)

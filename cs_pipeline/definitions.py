@@ -7,6 +7,8 @@
     → polars (daily)  account_daily_usage → account_health → alerts
                                             account_health → crm_writeback (CRM account fields)
     → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks)
+    → evaluation      alerts, marts.fct_term_outcomes → health_backtest (score and rules against churn;
+                      unpartitioned, so every daily_pipeline run recomputes it after its alerts)
 
     daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
@@ -25,6 +27,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from cs_pipeline import settings
 from cs_pipeline.assets.alerts import alerts
+from cs_pipeline.assets.backtest import health_backtest
 from cs_pipeline.assets.crm_writeback import CrmWritebackResource, crm_writeback
 from cs_pipeline.assets.dbt import dbt_daily_models, dbt_models, dbt_resource
 from cs_pipeline.assets.health import account_health
@@ -70,7 +73,8 @@ def resources() -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts, crm_writeback],
+    assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts, crm_writeback,
+            health_backtest],
     jobs=[daily_pipeline, dispatch_alerts],
     schedules=[daily_schedule],
     sensors=[alert_dispatch_sensor, run_failure_to_slack],

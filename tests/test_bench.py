@@ -31,9 +31,9 @@ def run(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--accounts", "30", "--users-per-account", "8", "--events-per-day", "2000",
          "--days", "3", "--skip-backfill", "--dispatch-alerts", "2", "--slack-latency", "0",
-         "--row-path-sample", "1000", "--work-dir", str(root), "--keep",
+         "--row-path-sample", "1000", "--evaluation-accounts", "400", "--work-dir", str(root), "--keep",
          "--results-dir", str(root / "results"), "--benchmarks-md", str(benchmarks)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [result_file] = (root / "results").glob("bench-*.json")
@@ -48,7 +48,7 @@ def _all_measurements(result):
 def test_every_stage_and_baseline_ran(run):
     result, _, _, stdout = run
     assert set(result["stages"]) == {"ingest_snapshots", "ingest_events", "dbt_staging", "dbt_daily", "usage", "health",
-                                     "alerts", "dispatch", "daily_end_to_end"}
+                                     "alerts", "dispatch", "daily_end_to_end", "backtest_calibrate"}
     assert set(result["baselines"]) == {"floor", "pandas", "dlt_rows"}
     assert result["machine"]["cores"] >= 1 and result["machine"]["memory_gb"] > 0
     assert {"duckdb", "polars", "dlt", "pandas"} <= set(result["machine"]["versions"])

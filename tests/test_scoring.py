@@ -142,26 +142,56 @@ def test_missing_columns_are_named():
         score_health(FRAME.drop("latest_nps"), model_with())
 
 
+SHIPPED_FRAME = pl.DataFrame(
+    {
+        "account_id": ["dead", "dead_enterprise", "healthy", "healthy_enterprise", "healthy_smb", "small_but_alive"],
+        "segment": ["mid_market", "enterprise", "mid_market", "enterprise", "smb", "smb"],
+        "events_30d": [0, 12, 700, 2400, 450, 70],
+        "active_users_30d": [0, 1, 8, 30, 6, 2],
+        "activity_trend_30d": [None, 0.3, 1.0, 0.97, 1.1, 0.9],
+        "utilization_rate": [0.0, 0.05, 0.9, 0.7, 0.95, 1.0],
+        "license_activation_rate": [0.25, 0.2, 0.6, 0.85, 0.7, 1.0],
+        "days_since_last_login": [35, None, 0, 0, 1, 2],
+        "key_features_used_30d": [0, 0, 2, 2, 1, 1],
+        "open_high_priority_tickets": [3, 2, 0, 0, 0, 0],
+        "latest_nps": [4, 6, 9, 9, 9, None],
+        "days_since_last_touch": [5, 10, 10, 3, 40, None],
+    }
+)
+
+
 def test_shipped_model_scores_a_dead_account_red_and_a_healthy_one_green():
     model = load_health_model(SHIPPED_CONFIG_DIR / "health_model.yaml")
-    frame = pl.DataFrame(
-        {
-            "account_id": ["dead", "dead_enterprise", "healthy", "healthy_enterprise", "healthy_smb"],
-            "segment": ["mid_market", "enterprise", "mid_market", "enterprise", "smb"],
-            "utilization_rate": [0.0, 0.05, 0.9, 0.7, 0.95],
-            "license_activation_rate": [0.25, 0.2, 0.6, 0.85, 0.7],
-            "days_since_last_login": [35, None, 0, 0, 1],
-            "key_features_used_30d": [0, 0, 2, 2, 1],
-            "open_high_priority_tickets": [3, 2, 0, 0, 0],
-            "latest_nps": [4, 6, 9, 9, 9],
-            "days_since_last_touch": [5, 10, 10, 3, 40],
-        }
-    )
-    rows = {row["account_id"]: row for row in score_health(frame, model).iter_rows(named=True)}
+    rows = {row["account_id"]: row for row in score_health(SHIPPED_FRAME, model).iter_rows(named=True)}
     for account in ("dead", "dead_enterprise"):
         assert rows[account]["score"] < 1.5 and rows[account]["band"] == "red", rows[account]
     for account in ("healthy", "healthy_enterprise", "healthy_smb"):
         assert rows[account]["score"] >= 2.5 and rows[account]["band"] == "green", rows[account]
-    # dead: support 1 (3 tickets), sentiment 1 (NPS 4), csm 4 (5 days), the rest 0:
-    # (0.10*1 + 0.15*1 + 0.10*4) / 1.0
-    assert rows["dead"]["score"] == 0.65
+    # dead: no trend (left out: 0.90 of the weight remains), csm_engagement 4 (5 days), the rest 0.
+    assert rows["dead"]["score"] == round(0.10 * 4 / 0.90, 3)
+    # A small account with every seat used is not perfect: its absolute activity is low.
+    assert rows["small_but_alive"]["band"] == "yellow", rows["small_but_alive"]
+
+
+def test_shipped_model_never_scores_absence_above_presence():
+    """No CSM touch, no ticket and no survey answer never raise the score (issue 11 §4): a missing
+    touch scores no more than any touch, and tickets and NPS answers do not move the score."""
+    model = load_health_model(SHIPPED_CONFIG_DIR / "health_model.yaml")
+    base = score_health(SHIPPED_FRAME, model)["score"]
+    absent = SHIPPED_FRAME.with_columns(
+        pl.lit(None, pl.Int64).alias("days_since_last_touch"), pl.lit(0).alias("open_high_priority_tickets"),
+        pl.lit(None, pl.Int64).alias("latest_nps"),
+    )
+    for touch in (None, 0, 45, 400):
+        for tickets in (0, 5):
+            for nps in (None, 0, 10):
+                present = SHIPPED_FRAME.with_columns(
+                    pl.lit(touch, pl.Int64).alias("days_since_last_touch"), pl.lit(tickets).alias("open_high_priority_tickets"),
+                    pl.lit(nps, pl.Int64).alias("latest_nps"),
+                )
+                assert (score_health(absent, model)["score"] <= score_health(present, model)["score"]).all()
+    assert base.len() == SHIPPED_FRAME.height
+    for indicator in model.indicators:
+        assert indicator.variable not in ("open_tickets", "open_high_priority_tickets", "latest_nps"), indicator.name
+        if indicator.variable in ("days_since_last_touch", "days_since_last_login", "utilization_rate"):
+            assert indicator.missing == "zero", indicator.name

@@ -117,6 +117,26 @@ def test_a_range_run_gives_each_day_the_figures_of_its_own_run():
     assert by_day[D(2025, 2, 4), "A2"]["active_users_30d"] == 0 and by_day[D(2025, 2, 5), "A2"]["active_users_7d"] == 1
 
 
+def test_the_previous_30_days_and_the_trend_one_day_or_a_range():
+    """events_prev_30d sums days D-59..D-30; activity_trend_30d is events_30d over it, no value when it is 0."""
+    early = [(D(2024, 12, 10), "A1", 1, 1, 6, 1, 0), (D(2024, 12, 27), "A1", 1, 0, 10, 0, 2)]
+    account_days = [*early, *A1_DAYS, (D(2025, 1, 3), "A2", 1, 1, 4, 1, 0)]
+    dates = [D(2025, 2, 5), D(2025, 2, 8), D(2025, 3, 5)]
+    together = _usage_range(dates, account_days, A1_MONTHS, [("A1", D(2025, 2, 3))])
+    alone = pl.concat([_usage_range([day], account_days, A1_MONTHS, [("A1", D(2025, 2, 3))]) for day in dates])
+    assert together.equals(alone)
+    row = {(r["partition_date"], r["account_id"]): r for r in together.to_dicts()}
+    # Feb 5: the previous window is Dec 8 .. Jan 6 (Dec 10, Dec 27, Jan 6: 17 events), the current one 12.
+    assert (row[D(2025, 2, 5), "A1"]["events_prev_30d"], row[D(2025, 2, 5), "A1"]["events_30d"]) == (17, 12)
+    assert row[D(2025, 2, 5), "A1"]["activity_trend_30d"] == 12 / 17
+    # Feb 8: Dec 11 .. Jan 9 (Dec 27 and Jan 6: 11); A2's only events (Jan 3) are in its previous window.
+    assert row[D(2025, 2, 8), "A1"]["events_prev_30d"] == 11
+    assert (row[D(2025, 2, 8), "A2"]["events_prev_30d"], row[D(2025, 2, 8), "A2"]["activity_trend_30d"]) == (4, 0.0)
+    # Mar 5: nothing in Jan 5 .. Feb 3 except Jan 6, 10, 30 and Feb 3 (9 events); A2 had none before: no trend.
+    assert row[D(2025, 3, 5), "A1"]["events_prev_30d"] == 9
+    assert (row[D(2025, 3, 5), "A2"]["events_prev_30d"], row[D(2025, 3, 5), "A2"]["activity_trend_30d"]) == (0, None)
+
+
 def test_usage_refuses_days_built_before_a_product_event_was_configured():
     """An event added to the health model gets its column on the next dbt run, NULL on older
     days: summing those as zeros would understate the 30-day counts, so the asset stops and says

@@ -16,6 +16,8 @@ TABLE = "analytics.account_daily_usage"
 ACCOUNT_DAYS = "marts.fct_account_daily_activity"
 USER_MONTHS = "marts.fct_user_monthly_activity"
 LOOKBACK = max(WINDOWS) - 1
+# events_prev_30d reads the 30 days before the 30-day window.
+PREVIOUS_LOOKBACK = 2 * max(WINDOWS) - 1
 
 
 def _check_event_columns(con, columns: list[str], first: dt.date, end: dt.date) -> None:
@@ -58,7 +60,7 @@ def _check_event_columns(con, columns: list[str], first: dt.date, end: dt.date) 
         *[
             dg.AssetDep(
                 dg.AssetKey(["marts", mart]),
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK, allow_nonexistent_upstream_partitions=True),
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-PREVIOUS_LOOKBACK, allow_nonexistent_upstream_partitions=True),
             )
             for mart in ("fct_account_daily_activity", "fct_user_monthly_activity")
         ],

@@ -184,6 +184,8 @@ def _usage_variables(events: typing.Sequence[str], key_features: typing.Sequence
         ("events_7d", "int", "all events in the 7 days to D"),
         ("events_30d", "int", "all events in the 30 days to D"),
         *[(event_column(event) + "_30d", "int", f"'{event}' events in the 30 days to D") for event in events],
+        ("events_prev_30d", "int", "all events in the 30 days before those 30 (days D-59 to D-30)"),
+        ("activity_trend_30d", "float", "events_30d / events_prev_30d (below 1: declining); no value when events_prev_30d is 0"),
         ("key_features_used_30d", "int", f"key features ({features}) used in the 30 days to D"),
         ("all_key_features_used_30d", "bool", f"every key feature ({features}) used in the 30 days to D"),
         ("last_login_date", "date", "latest day with a login on or before D"),

@@ -50,36 +50,49 @@ def window_bits(month: dt.date, first: dt.date, last: dt.date) -> int:
 
 def window_sums_sql(dates: Sequence[dt.date], events: Sequence[str], table: str) -> tuple[str, list]:
     """SQL (and its parameters) for the logins, events and product-event counts summed over each
-    window to each day of `dates`, from `table` (fct_account_daily_activity's columns).
+    window to each day of `dates`, from `table` (fct_account_daily_activity's columns), and
+    `events_prev_30d`: the events of the 30 days before the 30-day window (days D-59..D-30).
 
-    DuckDB sums them where the rows are: 30 rows per account and day stay in the warehouse, and
-    only one row per account and day reaches polars."""
+    DuckDB sums them where the rows are: the window rows stay in the warehouse, and only one row
+    per account and day reaches polars."""
     longest = max(WINDOWS)
-    # The daily run (one day) needs no join: the day is a constant, and grouping by the account
-    # alone is twice as fast as by (day, account) after a join.
-    day = f"DATE '{dates[0].isoformat()}'" if len(dates) == 1 else "w.partition_date"
     sums = []
     for days in WINDOWS:
         per_event = [event_column(e) for e in dict.fromkeys(events)] if days == longest else []
         sums += [
-            f"sum(d.{c})::BIGINT AS {c}_{days}d" if days == longest
-            else f"(sum(d.{c}) FILTER (WHERE d.activity_date > {day} - {days}))::BIGINT AS {c}_{days}d"
+            f"(sum(d.{c}) FILTER (WHERE d.activity_date > {{day}} - {days}))::BIGINT AS {c}_{days}d"
             for c in ["logins", "events", *per_event]
         ]
-    bounds = [min(dates) - dt.timedelta(days=longest - 1), max(dates)]
     if len(dates) == 1:
+        # The daily run (one day) needs no join: the day is a constant, and grouping by the account
+        # alone is twice as fast as by (day, account) after a join. It scans both 30-day windows.
+        day = f"DATE '{dates[0].isoformat()}'"
+        previous = f"(sum(d.events) FILTER (WHERE d.activity_date <= {day} - {longest}))::BIGINT AS events_prev_{longest}d"
         sql = (
-            f"SELECT {day} AS partition_date, d.account_id, {', '.join(sums)} FROM {table} AS d "
-            "WHERE d.activity_date BETWEEN ? AND ? GROUP BY d.account_id"
+            f"SELECT {day} AS partition_date, d.account_id, {', '.join(s.format(day=day) for s in sums)}, {previous} "
+            f"FROM {table} AS d WHERE d.activity_date BETWEEN ? AND ? GROUP BY d.account_id"
         )
-        return sql, bounds
+        return sql, [dates[0] - dt.timedelta(days=2 * longest - 1), dates[0]]
+    # A range: the 30-day sums for each day and for each day 30 days before it; the previous
+    # window is the 30-day sum of D-30 (a self-join, not a second 30-row scan per day).
+    wanted = sorted(set(dates))
+    extended = sorted(set(wanted) | {d - dt.timedelta(days=longest) for d in wanted})
+    bounds = [min(extended) - dt.timedelta(days=longest - 1), max(extended)]
+    names = [s.rsplit(" AS ", 1)[1] for s in sums]
+    # Inside the join every row is in the 30-day window: its sums need no filter.
+    sums = [s if not s.endswith(f"_{longest}d") else s.replace(f" FILTER (WHERE d.activity_date > {{day}} - {longest})", "")
+            for s in sums]
     sql = (
-        "WITH w AS (SELECT unnest(?::DATE[]) AS partition_date) "
-        f"SELECT w.partition_date, d.account_id, {', '.join(sums)} "
+        "WITH w AS (SELECT unnest(?::DATE[]) AS partition_date), "
+        f"sums AS (SELECT w.partition_date, d.account_id, {', '.join(s.format(day='w.partition_date') for s in sums)} "
         f"FROM w JOIN {table} AS d ON d.activity_date BETWEEN w.partition_date - {longest - 1} AND w.partition_date "
-        "WHERE d.activity_date BETWEEN ? AND ? GROUP BY w.partition_date, d.account_id"
+        "WHERE d.activity_date BETWEEN ? AND ? GROUP BY w.partition_date, d.account_id), "
+        f"prev AS (SELECT partition_date + {longest} AS partition_date, account_id, events_{longest}d AS events_prev_{longest}d FROM sums) "
+        f"SELECT partition_date, account_id, {', '.join(names)}, prev.events_prev_{longest}d "
+        "FROM sums FULL JOIN prev USING (partition_date, account_id) "
+        "WHERE partition_date IN (SELECT unnest(?::DATE[]))"
     )
-    return sql, [list(dates), *bounds]
+    return sql, [extended, *bounds, wanted]
 
 
 def window_users_sql(dates: Sequence[dt.date], table: str) -> tuple[str, list]:
@@ -158,6 +171,11 @@ def _rates(key_features: Sequence[str]) -> list[pl.Expr]:
         .then(pl.col("active_users_30d") / pl.col("activated_users"))
         .alias("utilization_rate"),
         key_used.alias("key_features_used_30d"),
+        # 30-day activity against the 30 days before: below 1 is a decline; no figure (not
+        # infinity) when the earlier window had no events.
+        pl.when(pl.col("events_prev_30d") > 0)
+        .then(pl.col("events_30d") / pl.col("events_prev_30d"))
+        .alias("activity_trend_30d"),
         (key_used == len(key_features) if key_features else pl.lit(False)).alias("all_key_features_used_30d"),
     ]
 
@@ -168,7 +186,7 @@ def count_columns(events: Sequence[str]) -> list[str]:
     for days in WINDOWS:
         columns += [f"active_users_{days}d", f"logins_{days}d", f"events_{days}d"]
     columns += [event_column(e) + "_30d" for e in events]
-    return columns + ["assigned_users", "activated_users"]
+    return columns + ["events_prev_30d", "assigned_users", "activated_users"]
 
 
 def account_daily_usage(
@@ -207,7 +225,7 @@ def account_daily_usage(
         .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts)
     )
     frame = _last_login(frame, login_days.lazy(), dates).with_columns(_rates(key_features))
-    ordered = [*key, *counts[:-2], "last_login_date", "days_since_last_login",
+    ordered = [*key, *counts[:-2], "activity_trend_30d", "last_login_date", "days_since_last_login",
                "licenses", "assigned_users", "activated_users", "license_activation_rate", "deployment_rate",
                "utilization_rate", "key_features_used_30d", "all_key_features_used_30d"]
     return frame.select(ordered).sort(key).collect()
