@@ -165,11 +165,15 @@ WITH latest AS (
 ), muted AS (
     SELECT alert_id,
            bool_or(action = 'ack') AS acknowledged,
+           bool_or(action = 'done') AS done,
+           bool_or(action = 'not_useful') AS not_useful,
            bool_or(action = 'snooze' AND until > ?) AS snoozed
     FROM {alert_actions} GROUP BY alert_id
 )
 SELECT l.alert_id, l.rule_id, l.account_id, l.partition_date, l.episode_start, l.severity,
-       CASE WHEN m.acknowledged THEN 'acknowledged'
+       CASE WHEN m.done THEN 'done'
+            WHEN m.not_useful THEN 'not_useful'
+            WHEN m.acknowledged THEN 'acknowledged'
             WHEN m.snoozed THEN 'snoozed'
             WHEN d.status IS NOT NULL THEN d.status
             WHEN l.partition_date >= ? THEN 'pending'
@@ -359,25 +363,45 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _record_alert_action(alert_id: str, action: str, until: dt.date | None, reason: str | None, by: str | None) -> None:
-    """Append a snooze or an acknowledgement to actions.alert_actions; the alert must exist."""
-    from cs_pipeline.jobs.dispatch import ensure_actions_tables
+    """Append a snooze or an acknowledgement to the actions store; the alert must exist. The
+    warehouse's read copy is refreshed when the warehouse is free (else by the next dispatch)."""
+    from cs_pipeline.actions.store import ActionsStore
     from cs_pipeline.resources.warehouse import table_exists
 
     path = settings.warehouse_path()
     if not path.exists():
         raise CliError(f"warehouse {path} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
-    con = _connect(path, read_only=False)
+    con = _connect(path, read_only=True)
     try:
         known = table_exists(con, "analytics", "alert_events") and con.execute(
-            "SELECT 1 FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]
+            "SELECT rule_id FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]
         ).fetchone()
-        if not known:
-            raise CliError(f"unknown alert id {alert_id!r} (see `cs-pipeline alerts`)")
-        ensure_actions_tables(con)
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        con.execute("INSERT INTO actions.alert_actions VALUES (?, ?, ?, ?, ?, ?)", [alert_id, action, until, reason, by, now])
+    except Exception:  # noqa: BLE001 - a hand-made warehouse may lack rule_id
+        known = con.execute("SELECT NULL FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]).fetchone()
     finally:
         con.close()
+    if not known:
+        raise CliError(f"unknown alert id {alert_id!r} (see `cs-pipeline alerts`)")
+    store = ActionsStore(settings.actions_url())
+    store.add_action(alert_id, action, until, reason, by, rule_id=known[0])
+    refresh_read_copy(store)
+
+
+def refresh_read_copy(store) -> bool:
+    """Copy the actions store into the warehouse's `actions.*` tables; False when a run holds the warehouse."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(settings.warehouse_path()))
+    except duckdb.IOException:
+        print("note: the warehouse is in use; its copy of the actions store is refreshed by the next dispatch",
+              file=sys.stderr)
+        return False
+    try:
+        store.copy_to_warehouse(con)
+    finally:
+        con.close()
+    return True
 
 
 def cmd_snooze(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ class Delivery:
 
     destination: str  # slack | outbox
     channel: str
-    status: str  # sent | failed
+    status: str  # sent | failed | unsure (the request may have reached Slack: look it up before posting again)
     reason: str | None = None
     message_ts: str | None = None
     path: str | None = None
@@ -205,6 +205,18 @@ class SlackResource(dg.ConfigurableResource):
             return dataclasses.replace(delivery, reason=f"{address.missing}; posted to {address.channel}")
         return delivery
 
+    def post(self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict) -> Delivery:
+        """Post once; a 429 comes back at once as a failed Delivery with `retry_after` (the caller
+        backs off that channel only), a lost answer as `unsure`."""
+        return self._post(channel, text, blocks, event_type, payload, wait_out_rate_limits=False)
+
+    def write_outbox(self, key: str, content: dict) -> Delivery:
+        return self._write_outbox(key, content)
+
+    def reason(self, err: Exception) -> str:
+        """A short reason for `err`, free of the token."""
+        return self._reason(err)
+
     def find_alert_post(self, channel: str, alert_id: str, notification_number: int, since: dt.datetime) -> tuple[str, str] | None:
         """(channel id, ts) of the message posted for this (alert, notification); see `find_post`."""
         payload = {"alert_id": alert_id, "notification_number": notification_number}
@@ -286,7 +298,9 @@ class SlackResource(dg.ConfigurableResource):
                 unfurl_media=False,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
-            return dataclasses.replace(self._failed(channel, self._reason(err, posting=True)), retry_after=_retry_after(err))
+            failed = self._failed(channel, self._reason(err))
+            status = "unsure" if _may_have_posted(err) else "failed"
+            return dataclasses.replace(failed, status=status, retry_after=_retry_after(err))
         return Delivery(
             destination="slack",
             channel=str(response.get("channel") or channel),
@@ -345,9 +359,8 @@ class SlackResource(dg.ConfigurableResource):
     def _failed(self, channel: str, reason: str) -> Delivery:
         return Delivery(destination="slack", channel=channel, status="failed", reason=self._redact(reason))
 
-    def _reason(self, err: Exception, posting: bool = False) -> str:
-        """A short reason for `err`, free of the token; `posting` says whether Slack may have posted."""
-        maybe_posted = "; Slack may have posted it" if posting else ""
+    def _reason(self, err: Exception) -> str:
+        """A short reason for `err`, free of the token."""
         if isinstance(err, SlackApiError):
             status = err.response.status_code
             code = _error_code(err)
@@ -366,9 +379,9 @@ class SlackResource(dg.ConfigurableResource):
                 return f"{code}: create the channel or invite the bot to it"
             return code if _is_code(code) else "unexpected answer from the Slack API"
         if isinstance(err, (TimeoutError, socket.timeout)):
-            return f"no answer within {self.timeout_seconds} s{maybe_posted}"
+            return f"no answer within {self.timeout_seconds} s"
         if isinstance(err, (http.client.RemoteDisconnected, ConnectionError, http.client.IncompleteRead)):
-            return f"connection lost before Slack answered{maybe_posted}"
+            return "connection lost before Slack answered"
         if isinstance(err, URLError):
             cause = err.reason
             if isinstance(cause, (TimeoutError, socket.timeout)):
@@ -425,6 +438,14 @@ class _RateLimitRetry(RateLimitErrorRetryHandler):
             return retry_after is None or int(retry_after) <= MAX_RETRY_AFTER_SECONDS
         except (TypeError, ValueError):
             return False
+
+
+def _may_have_posted(err: Exception) -> bool:
+    """A request whose answer was lost (a timeout or a dropped connection) may have been posted."""
+    if isinstance(err, URLError):
+        return False  # never connected
+    return isinstance(err, (TimeoutError, socket.timeout, http.client.RemoteDisconnected, ConnectionError,
+                            http.client.IncompleteRead))
 
 
 def _alert_metadata(msg: AlertMessage) -> dict:
