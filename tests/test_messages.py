@@ -130,8 +130,19 @@ def test_missing_figures_render_as_dashes_and_optional_blocks_disappear():
     body = "\n".join(texts(blocks))
     assert "• status: *—* (must be 'active') ?\n• days since last login: *—* (threshold ≥ 20) ?" in body
     assert "*Figures*" not in body and "What moved" not in body
-    assert all(block["type"] != "actions" for block in blocks)
+    # No links: the only actions block is the buttons.
+    assert [b.get("block_id") for b in blocks if b["type"] == "actions"] == ["cs_pipeline_actions"]
     assert_within_limits(text, blocks)
+
+
+def test_every_alert_has_the_action_buttons_carrying_its_id():
+    _, blocks = render_alert(make_alert_message(alert_id="al_42"))
+    actions = next(b for b in blocks if b.get("block_id") == "cs_pipeline_actions")
+    ids = [e["action_id"] for e in actions["elements"]]
+    assert ids == ["cs_ack", "cs_snooze_7", "cs_snooze_30", "cs_done", "cs_not_useful"]
+    assert all(e["value"] == "al_42" for e in actions["elements"] if e["type"] == "button")
+    reasons = actions["elements"][-1]["options"]
+    assert reasons and all(o["value"].endswith("|al_42") for o in reasons)
 
 
 @pytest.mark.parametrize("char", ["x", "&", "😀"])

@@ -61,7 +61,10 @@ def readable(blocks: list[dict]) -> str:
         elif kind == "section":
             out.append(block["text"]["text"])
         elif kind == "actions":
-            out.append("  ".join(f"[{e['text']['text']}]({e['url']})" for e in block["elements"]))
+            out.append("  ".join(
+                f"[{e['placeholder']['text']} ▾]" if e["type"] == "static_select"
+                else f"[{e['text']['text']}]({e['url']})" if "url" in e else f"[{e['text']['text']}]"
+                for e in block["elements"]))
         elif kind == "context":
             out.append(" ".join(e["text"] for e in block["elements"]))
     return "\n\n".join(out)
