@@ -419,6 +419,44 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slack_listen(args: argparse.Namespace) -> int:
+    """Run the Socket Mode listener until SIGTERM or Ctrl-C (see docs/slack-app.md, deploy/)."""
+    import signal
+    import threading
+
+    from cs_pipeline.actions.listener import Listener, run_forever
+    from cs_pipeline.actions.store import ActionsStore
+
+    bot, app = os.environ.get("SLACK_BOT_TOKEN", "").strip(), os.environ.get("SLACK_APP_TOKEN", "").strip()
+    if not bot or not app.startswith("xapp-"):
+        raise CliError("slack-listen needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (an xapp-… app-level token "
+                       "with connections:write); see docs/slack-app.md")
+    listener = Listener(ActionsStore(settings.actions_url()), bot, app,
+                        os.environ.get("SLACK_API_URL") or "https://slack.com/api/",
+                        os.environ.get("CS_PIPELINE_SLACK_LEADS", ""))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("slack-listen: connected to Slack Socket Mode; waiting for clicks (Ctrl-C to stop)", flush=True)
+    try:
+        run_forever(listener, stop)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_rules_report(args: argparse.Namespace) -> int:
+    from cs_pipeline.actions.report import rules_report
+    from cs_pipeline.actions.store import ActionsStore
+
+    rows = rules_report(ActionsStore(settings.actions_url()))
+    fields = ("rule_id", "tasks", "acknowledged", "snoozed", "done", "not_useful", "useful_share", "not_useful_reasons")
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, fields)
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from cs_pipeline.logic.config import health_variables, load_health_model, load_rules
     from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
@@ -484,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument("--by", default=None, metavar="EMAIL")
     ack.add_argument("--note", default=None)
     ack.set_defaults(func=cmd_ack)
+
+    listen = sub.add_parser("slack-listen", parents=[common],
+                            help="apply the alert buttons' clicks and serve the App Home (Slack Socket Mode; runs until stopped)")
+    listen.set_defaults(func=cmd_slack_listen)
+    rules = sub.add_parser("rules-report", parents=[common], help="per rule: alerts, and how CSMs acted on them in Slack")
+    rules.add_argument("--format", choices=("table", "json"), default="table")
+    rules.set_defaults(func=cmd_rules_report)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
     check.set_defaults(func=cmd_check_config)
