@@ -22,7 +22,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cs_pipeline.logic.delivery import SENDING, SENT, Action
+from cs_pipeline.logic.delivery import SENDING, SENT, UNSURE, Action
 
 meta = sa.MetaData()
 S, D, T, I = sa.String, sa.Date, sa.DateTime, sa.BigInteger
@@ -34,19 +34,24 @@ tasks = sa.Table(
     sa.Column("priority", S), sa.Column("status", S), sa.Column("created_at", T), sa.Column("rule_id", S),
     sa.Column("updated_at", T), sa.Column("updated_by", S),
 )
+
+
+def _attempt_columns() -> list[sa.Column]:
+    """What the delivery protocol records of a message: where, the outcome, and when it was tried."""
+    names = {"destination": S, "channel": S, "status": S, "reason": S, "attempts": I, "message_ts": S,
+             "attempt_started_at": T, "updated_at": T}
+    return [sa.Column(name, kind) for name, kind in names.items()]
+
+
+# One row per alert notification (alert_id, notification_number): sent alone or in a digest.
 deliveries = sa.Table(
-    "deliveries", meta,
-    sa.Column("alert_id", S, primary_key=True), sa.Column("notification_number", I, primary_key=True),
-    sa.Column("destination", S), sa.Column("channel", S), sa.Column("status", S), sa.Column("reason", S),
-    sa.Column("attempts", I), sa.Column("message_ts", S), sa.Column("first_attempt_at", T), sa.Column("updated_at", T),
-    sa.Column("idempotency_key", S), sa.Column("attempt_started_at", T),
+    "deliveries", meta, sa.Column("alert_id", S, primary_key=True), sa.Column("notification_number", I, primary_key=True),
+    *_attempt_columns(), sa.Column("first_attempt_at", T), sa.Column("idempotency_key", S),
 )
+# One row per other message: a "resolved" notice (alert_id, 'closed') or a digest (digest id, 'digest').
 notices = sa.Table(
-    "notices", meta,
-    sa.Column("alert_id", S, primary_key=True), sa.Column("kind", S, primary_key=True),
-    sa.Column("destination", S), sa.Column("channel", S), sa.Column("status", S), sa.Column("reason", S),
-    sa.Column("attempts", I), sa.Column("message_ts", S), sa.Column("attempt_started_at", T), sa.Column("updated_at", T),
-    sa.Column("members", S),
+    "notices", meta, sa.Column("alert_id", S, primary_key=True), sa.Column("kind", S, primary_key=True),
+    *_attempt_columns(), sa.Column("members", S),
 )
 alert_actions = sa.Table(
     "alert_actions", meta,
@@ -199,7 +204,7 @@ class ActionsStore:
 
     def record_outcomes(self, table: sa.Table, outcomes: Sequence[tuple[tuple, object]]) -> None:
         """The outcomes (key, Delivery) of attempts, in one transaction. An attempt is counted once:
-        by `begin_attempts`, or here when nothing began it."""
+        by `begin_attempts`, or here when nothing began it (a lookup in Slack is no new attempt)."""
         if not outcomes:
             return
         stamp = now()
@@ -210,7 +215,7 @@ class ActionsStore:
         set_ = {
             "destination": stmt.excluded.destination, "channel": sa.func.coalesce(stmt.excluded.channel, table.c.channel),
             "status": stmt.excluded.status, "reason": stmt.excluded.reason, "message_ts": stmt.excluded.message_ts,
-            "updated_at": stamp, "attempts": table.c.attempts + sa.case((table.c.status == SENDING, 0), else_=1),
+            "updated_at": stamp, "attempts": table.c.attempts + sa.case((table.c.status == SENDING, 0), (table.c.status == UNSURE, 0), else_=1),
             "attempt_started_at": sa.func.coalesce(table.c.attempt_started_at, stmt.excluded.attempt_started_at),
         }
         with self.engine.begin() as con:
