@@ -396,3 +396,8 @@ def test_the_example_in_the_docs_is_what_the_renderer_produces_now():
     assert_within_limits(text, blocks)
     assert "• days since last login: *27* (threshold ≥ 20) ✔" in shown
     assert "[Open in CRM](https://acme.lightning.force.com/lightning/r/Account/0015g00000NwTRD/view)" in shown
+    in_readme = message_example.shown_in_doc(message_example.README, message_example.README_BEGIN)
+    assert in_readme == message_example.generated_for_readme(), (
+        "README.md shows an outdated alert: run .venv/bin/python -m tests.support.message_example"
+    )
+    assert "[Acknowledge]  [Snooze 7 days]  [Snooze 30 days]  [Done]  [Not useful… ▾]" in in_readme
