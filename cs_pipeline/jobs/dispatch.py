@@ -130,10 +130,13 @@ def close_resolved(context: dg.OpExecutionContext, notifications_sent: int, ware
     with warehouse.connect() as con:
         closures, counts = close_and_tell(store, con, slack, cs_config.live_window_days, actions.settle_seconds, context.log)
         _copy(con, store)
-    told = counts.sent + counts.found_posted
-    context.log.info(f"closed {len(closures)} resolved alerts; {told} owners told, {counts.failed} notices failed")
+    told, closed = counts.sent + counts.found_posted, sum(c.state == "closed" for c in closures)
+    ended = len(closures) - closed  # `keep_open` rules: the alert ends quietly, its task stays open
+    context.log.info(f"closed {closed} resolved alerts ({ended} more ended quietly); {told} owners told, "
+                     f"{counts.failed} notices failed")
     _tag_failed(context, counts.failed)
-    return dg.Output(len(closures), metadata={"closed": len(closures), "owners_told": told, "notices_failed": counts.failed})
+    return dg.Output(closed, metadata={"closed": closed, "ended_quietly": ended, "owners_told": told,
+                                       "notices_failed": counts.failed})
 
 
 @dg.op(ins={"resolved_closed": dg.In(int)}, pool=POOL,
