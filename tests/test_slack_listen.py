@@ -2,12 +2,12 @@
 Socket Mode server, applied by the listener to the actions store, the message edited in place."""
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import duckdb
 import pytest
@@ -85,7 +85,7 @@ def actions_of(store: ActionsStore) -> list[tuple]:
     return sorted((r["alert_id"], r["action"], r["until"], r["reason"], r["by"]) for r in store.rows(tables.alert_actions))
 
 
-def test_each_button_is_stored_and_edits_the_message_and_a_non_owner_is_refused(store, server, listener):
+def test_each_button_is_stored_and_edits_the_message_and_a_non_owner_is_refused(store, server, listener, capsys):
     posted = post_alerts(store, server, ["al_ack", "al_s7", "al_s30", "al_done", "al_nu"])
     clicks = {"al_ack": "cs_ack", "al_s7": "cs_snooze_7", "al_s30": "cs_snooze_30", "al_done": "cs_done",
               "al_nu": "cs_not_useful"}
@@ -127,6 +127,8 @@ def test_each_button_is_stored_and_edits_the_message_and_a_non_owner_is_refused(
     [row] = rules_report(store)
     assert (row["rule_id"], row["acknowledged"], row["done"], row["not_useful"], row["snoozed"]) == ("no_login_20d", 1, 1, 1, 2)
     assert row["useful_share"] == 0.67 and row["not_useful_reasons"] == "Threshold too sensitive"
+    assert cli.main(["rules-report", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [row]
 
 
 def _alerts(ids):
@@ -192,4 +194,3 @@ def test_a_listener_killed_mid_click_applies_the_click_once_after_restart(store,
         second.wait(timeout=15)
     assert actions_of(store) == [("al_1", "ack", None, None, "U001")]
     assert [u["ts"] for u in server.updates] == [posted["al_1"]["ts"]]
-    time.sleep(0)

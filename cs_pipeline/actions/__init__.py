@@ -8,7 +8,8 @@
     sinks.py     the task sinks' calls
     resource.py  the store as a Dagster resource
     clicks.py    what a button click in Slack does to the store (pure rules + apply)
-    listener.py  the Socket Mode listener behind `cs-pipeline slack-listen`
+    listener.py  the Socket Mode listener behind `cs-pipeline slack-listen` (clicks, App Home)
+    report.py    the rule report: per rule, how CSMs acted on its alerts
 
 It imports from `logic`, `messages`, `resources` and `sinks`, never from `assets`, `jobs` or
 `sensors`, which import it.

@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 
 from cs_pipeline.actions.store import ActionsStore, messages, tasks
-from cs_pipeline.messages import ACTIONS_BLOCK_ID, BUTTONS, NOT_USEFUL, NOT_USEFUL_REASONS
+from cs_pipeline.messages import ACTIONS_BLOCK_ID, NOT_USEFUL, NOT_USEFUL_REASONS
 
 STATUS_BLOCK_ID = "cs_pipeline_status"
 SNOOZE_DAYS = {"cs_snooze_7": 7, "cs_snooze_30": 30}
@@ -113,5 +113,3 @@ def updated_blocks(blocks: tuple | list, click: Click, today: dt.date, at: dt.da
         out.append(status)
     return out
 
-
-__all__ = ["BUTTONS", "Click", "apply", "parse", "updated_blocks"]

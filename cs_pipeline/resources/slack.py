@@ -1,7 +1,8 @@
 """Slack delivery: alerts to their owner (a DM), run failures to on-call, or an outbox folder.
 
 Every delivery ends as a `Delivery` with a status, never as an exception: the dispatch job
-records it, and a `failed` one is tried again on a later sensor tick.
+records it (through `cs_pipeline.actions`, which owns the delivery protocol), and a `failed` one
+is tried again on a later sensor tick.
 
 Posting is never retried after a request may have reached Slack. slack-sdk's default retry
 handler re-sends a request whose connection dropped, and Slack may already have posted that
@@ -33,14 +34,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from cs_pipeline.messages import (
-    AlertMessage,
-    ResolvedMessage,
-    render_alert,
-    render_digest,
-    render_resolved,
-    render_run_failure,
-)
+from cs_pipeline.messages import AlertMessage, ResolvedMessage, render_alert, render_run_failure
 from cs_pipeline.settings import SEVERITIES
 
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -153,32 +147,6 @@ class SlackResource(dg.ConfigurableResource):
             {"channel": self._addressee(msg), "text": text, "blocks": blocks} | _alert_metadata(msg),
         )
 
-    def deliver_resolved(self, msg: ResolvedMessage, wait_out_rate_limits: bool = True) -> Delivery:
-        """Tell the owner (or the segment's channel) once that an alert resolved itself."""
-        payload = {"alert_id": msg.alert_id, "notice": "closed"}
-        if not self.uses_slack:
-            text, blocks = render_resolved(msg)
-            return self._write_outbox(
-                f"{msg.alert_id}-closed", {"channel": self._addressee(msg), "text": text, "blocks": blocks} | payload
-            )
-        address = self.address_alert(msg)
-        if isinstance(address, Delivery):
-            return address
-        text, blocks = render_resolved(msg, note=address.note)
-        return self._post(address.channel, text, blocks, EVENT_TYPE_RESOLVED, payload, wait_out_rate_limits)
-
-    def deliver_digest(self, digest_id: str, alerts: list[AlertMessage]) -> Delivery:
-        """One message to the owner of `alerts` (all of one addressee) listing them all."""
-        payload = {"digest_id": digest_id, "alert_ids": [a.alert_id for a in alerts]}
-        if not self.uses_slack:
-            text, blocks = render_digest(digest_id, alerts)
-            return self._write_outbox(digest_id, {"channel": self._addressee(alerts[0]), "text": text, "blocks": blocks} | payload)
-        address = self.address_alert(alerts[0])
-        if isinstance(address, Delivery):
-            return address
-        text, blocks = render_digest(digest_id, alerts, note=address.note)
-        return self._post(address.channel, text, blocks, EVENT_TYPE_DIGEST, payload)
-
     def addressee(self, msg: AlertMessage | ResolvedMessage) -> str:
         """Who an alert is for before any lookup: the owner's email, else the segment's channel."""
         return self._addressee(msg)
@@ -216,11 +184,6 @@ class SlackResource(dg.ConfigurableResource):
     def reason(self, err: Exception) -> str:
         """A short reason for `err`, free of the token."""
         return self._reason(err)
-
-    def find_alert_post(self, channel: str, alert_id: str, notification_number: int, since: dt.datetime) -> tuple[str, str] | None:
-        """(channel id, ts) of the message posted for this (alert, notification); see `find_post`."""
-        payload = {"alert_id": alert_id, "notification_number": notification_number}
-        return self.find_post(channel, since, EVENT_TYPE_ALERT, payload)
 
     def find_post(self, channel: str, since: dt.datetime, event_type: str, payload: dict) -> tuple[str, str] | None:
         """(channel id, ts) of a message this app posted to `channel` since `since` (UTC) whose
