@@ -157,6 +157,14 @@ def test_a_click_while_a_run_holds_the_warehouse_is_stored_and_copied_later(stor
         assert con.execute("SELECT status FROM actions.tasks").fetchall() == [("done",)]
 
 
+def test_the_listener_reconnects_by_itself_when_the_websocket_drops(store, server, listener):
+    posted = post_alerts(store, server, ["al_1"])
+    server.disconnect_all()
+    assert server.wait_for(lambda: server.connections >= 2, timeout=30)
+    assert server.wait_for_ack(server.click(click_payload(posted["al_1"], "cs_ack", "U001")), timeout=15)
+    assert actions_of(store) == [("al_1", "ack", None, None, "U001")]
+
+
 def test_app_home_lists_the_csms_open_tasks(store, server, listener):
     post_alerts(store, server, ["al_1", "al_2"])
     assert server.wait_for_ack(server.event({"type": "app_home_opened", "user": "U001", "tab": "home"}))

@@ -37,6 +37,7 @@ class SocketModeSlackServer(SlackServer):
         self._pending: dict[str, dict] = {}  # envelope id -> envelope, until acknowledged
         self._sent_on: dict[str, int] = {}  # envelope id -> the connection it was last sent on
         self._ids = itertools.count(1)
+        self._live: set = set()  # the open websockets
         self._cond = threading.Condition()
         self._ws = serve(self._session, "127.0.0.1", 0)
         self._ws_thread = threading.Thread(target=self._ws.serve_forever, daemon=True)
@@ -64,6 +65,13 @@ class SocketModeSlackServer(SlackServer):
     def event(self, event: dict) -> str:
         return self._enqueue("events_api", {"type": "event_callback", "event": event})
 
+    def disconnect_all(self) -> None:
+        """Close every open websocket, as Slack does when it refreshes a connection."""
+        with self._cond:
+            live = list(self._live)
+        for ws in live:
+            ws.close()
+
     def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: envelope_id in self.acks, timeout)
@@ -90,6 +98,7 @@ class SocketModeSlackServer(SlackServer):
         with self._cond:
             self.connections += 1
             number = self.connections
+            self._live.add(ws)
         ws.send(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0000TEST"}}))
         try:
             while not self._stopping.is_set():
@@ -111,6 +120,9 @@ class SocketModeSlackServer(SlackServer):
                         self._cond.notify_all()
         except ConnectionClosed:
             pass
+        finally:
+            with self._cond:
+                self._live.discard(ws)
 
     # ------------------------------------------------------------------ Web API methods
 
