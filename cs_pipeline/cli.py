@@ -287,9 +287,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if settings.warehouse_path().exists() and not args.keep_warehouse:
         # A fresh demo: the generated history replaces whatever an earlier demo loaded.
         settings.warehouse_path().unlink()
+        _forget_sqlite_actions_store()
     run_pipeline(summary.start_date, summary.end_date)
     _summarise()
     return 0
+
+
+def _forget_sqlite_actions_store() -> None:
+    """Delete the demo's SQLite actions store with its warehouse (its deliveries would hold the new
+    demo's messages back); a PostgreSQL store (CS_PIPELINE_ACTIONS_URL) is never touched."""
+    from cs_pipeline.actions.store import ActionsStore
+
+    url = settings.actions_url()
+    if not url.startswith("sqlite:///"):
+        return
+    ActionsStore.forget(url)
+    for suffix in ("", "-wal", "-shm"):
+        Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
 
 
 def _summarise() -> None:
