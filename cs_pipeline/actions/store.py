@@ -297,6 +297,19 @@ class ActionsStore:
                 con.unregister("_store_copy")
 
 
+def ensure_read_copy(con) -> None:
+    """Create the warehouse's `actions.*` tables, empty, where no copy exists yet (DuckDB `con`):
+    readers (`cs-pipeline alerts`, reports) find them from the first alerts on."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS actions")
+    for table in COPIED:
+        schema = {c.name: POLARS_TYPES[type(c.type)] for c in table.columns}
+        con.register("_store_empty", pl.DataFrame(schema=schema).to_arrow())
+        try:
+            con.execute(f'CREATE TABLE IF NOT EXISTS actions."{table.name}" AS SELECT * FROM _store_empty')
+        finally:
+            con.unregister("_store_empty")
+
+
 def _sqlite_pragmas(dbapi_con, _record) -> None:
     # WAL: the listener's clicks and a dispatch run write side by side; readers never wait.
     dbapi_con.execute("PRAGMA journal_mode=WAL")

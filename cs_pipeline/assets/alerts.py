@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
+from cs_pipeline.actions.store import ensure_read_copy
 from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
 from cs_pipeline.logic.alerting import OPEN_SCHEMA, alert_rows
 from cs_pipeline.partitions import days, run_dates
@@ -63,12 +64,14 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_c
         if first < start:
             context.log.info(f"episodes: days {first} .. {start - DAY} were never evaluated; evaluating from {first}")
         health = query(con, "SELECT * FROM analytics.account_health WHERE partition_date BETWEEN ? AND ?", [first, end])
-        month_before = query(con, "SELECT * FROM analytics.account_health WHERE partition_date BETWEEN ? AND ?",
-                             [first - MONTH, end - MONTH])
+        month_before = query(con, "SELECT account_id, partition_date, COLUMNS('^contribution_') FROM analytics.account_health "
+                             "WHERE partition_date BETWEEN ? AND ?", [first - MONTH, end - MONTH])
         rows = alert_rows(health, rules, known, _open_before(con, first), today, cs_config.live_window_days, month_before)
         rows = rows.filter(pl.col("partition_date") >= start)
         replace_date_range(con, TABLE, rows, start, end)
         replace_date_range(con, EVALUATED, pl.DataFrame({"partition_date": days(start, end)}), start, end)
+        # The actions store's read copy exists from the first alerts on, so readers never have to create it.
+        ensure_read_copy(con)
     live = rows.filter(pl.col("live"))
     by_rule = rows.group_by("rule_id").agg(pl.col("alert_id").n_unique()).sort("rule_id")
     context.log.info(f"alerts {start} .. {end}: {rows['alert_id'].n_unique()} alerts, {live['alert_id'].n_unique()} live")

@@ -322,8 +322,11 @@ class SlackResource(dg.ConfigurableResource):
     def _failed(self, channel: str, reason: str) -> Delivery:
         return Delivery(destination="slack", channel=channel, status="failed", reason=self._redact(reason))
 
-    def _reason(self, err: Exception) -> str:
-        """A short reason for `err`, free of the token."""
+    def _reason(self, err: Exception, posting: bool = False) -> str:
+        """A short reason for `err`, free of the token. `posting`: for a caller that records a lost
+        answer as `failed` rather than `unsure`, the reason then says that Slack may have posted it."""
+        if posting and _may_have_posted(err):
+            return f"{self._reason(err)}; Slack may have posted it"
         if isinstance(err, SlackApiError):
             status = err.response.status_code
             code = _error_code(err)
