@@ -216,6 +216,8 @@ def build_dispatch_warehouse(site: Site, path: Path, day: dt.date, alerts: int) 
     import polars as pl
 
     path.unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):  # its actions store (deliveries already sent would be skipped)
+        path.with_name(f"{path.stem}.actions.sqlite{suffix}").unlink(missing_ok=True)
     with duckdb.connect(str(path)) as con:
         con.execute(f"ATTACH '{site.warehouse}' AS src (READ_ONLY)")
         real = pl.from_arrow(con.execute(

@@ -166,11 +166,15 @@ WITH latest AS (
 ), muted AS (
     SELECT alert_id,
            bool_or(action = 'ack') AS acknowledged,
+           bool_or(action = 'done') AS done,
+           bool_or(action = 'not_useful') AS not_useful,
            bool_or(action = 'snooze' AND until > ?) AS snoozed
     FROM {alert_actions} GROUP BY alert_id
 )
 SELECT l.alert_id, l.rule_id, l.account_id, l.partition_date, l.episode_start, l.severity,
-       CASE WHEN m.acknowledged THEN 'acknowledged'
+       CASE WHEN m.done THEN 'done'
+            WHEN m.not_useful THEN 'not_useful'
+            WHEN m.acknowledged THEN 'acknowledged'
             WHEN m.snoozed THEN 'snoozed'
             WHEN d.status IS NOT NULL THEN d.status
             WHEN l.partition_date >= ? THEN 'pending'
@@ -286,10 +290,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if settings.warehouse_path().exists() and not args.keep_warehouse:
         # A fresh demo: the generated history replaces whatever an earlier demo loaded.
         settings.warehouse_path().unlink()
+        _forget_sqlite_actions_store()
     run_pipeline(summary.start_date, summary.end_date)
     _summarise()
     backtest_headline()
     return 0
+
+
+def _forget_sqlite_actions_store() -> None:
+    """Delete the demo's SQLite actions store with its warehouse (its deliveries would hold the new
+    demo's messages back); a PostgreSQL store (CS_PIPELINE_ACTIONS_URL) is never touched."""
+    from cs_pipeline.actions.store import ActionsStore
+
+    url = settings.actions_url()
+    if not url.startswith("sqlite:///"):
+        return
+    ActionsStore.forget(url)
+    for suffix in ("", "-wal", "-shm"):
+        Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
 
 
 def _summarise() -> None:
@@ -363,25 +381,45 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _record_alert_action(alert_id: str, action: str, until: dt.date | None, reason: str | None, by: str | None) -> None:
-    """Append a snooze or an acknowledgement to actions.alert_actions; the alert must exist."""
-    from cs_pipeline.jobs.dispatch import ensure_actions_tables
+    """Append a snooze or an acknowledgement to the actions store; the alert must exist. The
+    warehouse's read copy is refreshed when the warehouse is free (else by the next dispatch)."""
+    from cs_pipeline.actions.store import ActionsStore
     from cs_pipeline.resources.warehouse import table_exists
 
     path = settings.warehouse_path()
     if not path.exists():
         raise CliError(f"warehouse {path} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
-    con = _connect(path, read_only=False)
+    con = _connect(path, read_only=True)
     try:
         known = table_exists(con, "analytics", "alert_events") and con.execute(
-            "SELECT 1 FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]
+            "SELECT rule_id FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]
         ).fetchone()
-        if not known:
-            raise CliError(f"unknown alert id {alert_id!r} (see `cs-pipeline alerts`)")
-        ensure_actions_tables(con)
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        con.execute("INSERT INTO actions.alert_actions VALUES (?, ?, ?, ?, ?, ?)", [alert_id, action, until, reason, by, now])
+    except Exception:  # noqa: BLE001 - a hand-made warehouse may lack rule_id
+        known = con.execute("SELECT NULL FROM analytics.alert_events WHERE alert_id = ? LIMIT 1", [alert_id]).fetchone()
     finally:
         con.close()
+    if not known:
+        raise CliError(f"unknown alert id {alert_id!r} (see `cs-pipeline alerts`)")
+    store = ActionsStore(settings.actions_url())
+    store.add_action(alert_id, action, until, reason, by, rule_id=known[0])
+    refresh_read_copy(store)
+
+
+def refresh_read_copy(store) -> bool:
+    """Copy the actions store into the warehouse's `actions.*` tables; False when a run holds the warehouse."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(settings.warehouse_path()))
+    except duckdb.IOException:
+        print("note: the warehouse is in use; its copy of the actions store is refreshed by the next dispatch",
+              file=sys.stderr)
+        return False
+    try:
+        store.copy_to_warehouse(con)
+    finally:
+        con.close()
+    return True
 
 
 def cmd_snooze(args: argparse.Namespace) -> int:
@@ -396,6 +434,44 @@ def cmd_snooze(args: argparse.Namespace) -> int:
 def cmd_ack(args: argparse.Namespace) -> int:
     _record_alert_action(args.alert_id, "ack", None, args.note, args.by)
     print(f"{args.alert_id}: acknowledged; it will not notify again in this episode")
+    return 0
+
+
+def cmd_slack_listen(args: argparse.Namespace) -> int:
+    """Run the Socket Mode listener until SIGTERM or Ctrl-C (see docs/slack-app.md, deploy/)."""
+    import signal
+    import threading
+
+    from cs_pipeline.actions.listener import Listener, run_forever
+    from cs_pipeline.actions.store import ActionsStore
+
+    bot, app = os.environ.get("SLACK_BOT_TOKEN", "").strip(), os.environ.get("SLACK_APP_TOKEN", "").strip()
+    if not bot or not app.startswith("xapp-"):
+        raise CliError("slack-listen needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (an xapp-… app-level token "
+                       "with connections:write); see docs/slack-app.md")
+    listener = Listener(ActionsStore(settings.actions_url()), bot, app,
+                        os.environ.get("SLACK_API_URL") or "https://slack.com/api/",
+                        os.environ.get("CS_PIPELINE_SLACK_LEADS", ""))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("slack-listen: connected to Slack Socket Mode; waiting for clicks (Ctrl-C to stop)", flush=True)
+    try:
+        run_forever(listener, stop)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_rules_report(args: argparse.Namespace) -> int:
+    from cs_pipeline.actions.report import rules_report
+    from cs_pipeline.actions.store import ActionsStore
+
+    rows = rules_report(ActionsStore(settings.actions_url()))
+    fields = ("rule_id", "tasks", "acknowledged", "snoozed", "done", "not_useful", "useful_share", "not_useful_reasons")
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, fields)
     return 0
 
 
@@ -473,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     ack.set_defaults(func=cmd_ack)
 
     add_evaluation_commands(sub, common)
+    listen = sub.add_parser("slack-listen", parents=[common],
+                            help="apply the alert buttons' clicks and serve the App Home (Slack Socket Mode; runs until stopped)")
+    listen.set_defaults(func=cmd_slack_listen)
+    rules = sub.add_parser("rules-report", parents=[common], help="per rule: alerts, and how CSMs acted on them in Slack")
+    rules.add_argument("--format", choices=("table", "json"), default="table")
+    rules.set_defaults(func=cmd_rules_report)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
     check.set_defaults(func=cmd_check_config)

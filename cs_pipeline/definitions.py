@@ -6,7 +6,9 @@
                       fct_user_monthly_activity (daily)
     → polars (daily)  account_daily_usage → account_health → alerts
                                             account_health → crm_writeback (CRM account fields)
-    → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks)
+    → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks), all
+                      in the actions store (cs_pipeline/actions/, SQLite or PostgreSQL) with a read copy
+                      in the warehouse (actions.*); `cs-pipeline slack-listen` applies the buttons' clicks
     → evaluation      alerts, marts.fct_term_outcomes → health_backtest (score and rules against churn;
                       unpartitioned, so every daily_pipeline run recomputes it after its alerts)
 
@@ -26,6 +28,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from cs_pipeline import settings
+from cs_pipeline.actions.resource import ActionsResource
 from cs_pipeline.assets.alerts import alerts
 from cs_pipeline.assets.backtest import health_backtest
 from cs_pipeline.assets.crm_writeback import CrmWritebackResource, crm_writeback
@@ -69,7 +72,14 @@ def resources() -> dict[str, object]:
         "slack": slack_resource(),
         "crm_writeback_config": CrmWritebackResource(config_file=settings.writeback_file()),
         "task_sinks": TaskSinksResource(config_file=settings.task_sinks_file()),
+        "actions": actions_resource(),
     }
+
+
+def actions_resource() -> ActionsResource:
+    """The actions store: CS_PIPELINE_ACTIONS_URL (read by Dagster: it may hold a password), else SQLite beside the warehouse."""
+    url = dg.EnvVar("CS_PIPELINE_ACTIONS_URL") if os.environ.get("CS_PIPELINE_ACTIONS_URL") else settings.actions_url()
+    return ActionsResource(url=url, settle_seconds=settings.dispatch_settle_seconds())
 
 
 defs = dg.Definitions(

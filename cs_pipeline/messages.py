@@ -134,6 +134,8 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     if msg.task_steps:
         steps = [f"{i}. {escape(step)}" for i, step in enumerate(msg.task_steps, start=1)]
         blocks.append(_section(_packed("", steps, STEP_LINE, STEPS_TEXT, "steps")))
+    if msg.alert_id and len(msg.alert_id) <= MAX_ACTION_VALUE:
+        blocks.append(action_buttons(msg.alert_id))
     buttons = [b for b in (_button("Open in Dagster", msg.dagster_url), _button("Open in CRM", msg.crm_url)) if b]
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
@@ -149,6 +151,35 @@ def render_alert(msg: AlertMessage, note: str | None = None) -> tuple[str, list[
     if note:
         text = f"{text} ({escape(note)})"
     return truncate(text, MAX_FALLBACK_TEXT), blocks
+
+
+# The buttons of an alert message (`cs-pipeline slack-listen` applies their clicks): action id -> label.
+ACTIONS_BLOCK_ID = "cs_pipeline_actions"
+BUTTONS = {"cs_ack": "Acknowledge", "cs_snooze_7": "Snooze 7 days", "cs_snooze_30": "Snooze 30 days", "cs_done": "Done"}
+NOT_USEFUL = "cs_not_useful"
+NOT_USEFUL_REASONS = {
+    "already_known": "Already knew it",
+    "wrong_account": "Not right for this account",
+    "wrong_threshold": "Threshold too sensitive",
+    "not_actionable": "Nothing I can do",
+}
+MAX_ACTION_VALUE = 255  # a button's value may hold 2,000 characters; an alert id is far shorter
+
+
+def action_buttons(alert_id: str) -> dict:
+    """Acknowledge, Snooze 7 days, Snooze 30 days, Done, and Not useful (a reason from a menu); each carries the alert id."""
+    elements: list[dict] = [
+        {"type": "button", "action_id": action_id, "value": alert_id,
+         "text": {"type": "plain_text", "text": label}, **({"style": "primary"} if action_id == "cs_done" else {})}
+        for action_id, label in BUTTONS.items()
+    ]
+    elements.append({
+        "type": "static_select", "action_id": NOT_USEFUL,
+        "placeholder": {"type": "plain_text", "text": "Not useful…"},
+        "options": [{"text": {"type": "plain_text", "text": label}, "value": f"{code}|{alert_id}"}
+                    for code, label in NOT_USEFUL_REASONS.items()],
+    })
+    return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": elements}
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,23 @@ def crm_record_url() -> str | None:
             f"e.g. https://acme.lightning.force.com/lightning/r/Account/{{crm_id}}/view; got {value!r}"
         )
     return value
+
+
+def actions_url() -> str:
+    """The actions store (`CS_PIPELINE_ACTIONS_URL`, a SQLAlchemy URL such as
+    `postgresql://cs@db/cs_actions`); unset: a SQLite file beside the warehouse
+    (`data/warehouse.duckdb` -> `data/warehouse.actions.sqlite`)."""
+    warehouse = warehouse_path()
+    return _env("CS_PIPELINE_ACTIONS_URL", "") or f"sqlite:///{warehouse.with_name(warehouse.stem + '.actions.sqlite').resolve()}"
+
+
+def dispatch_settle_seconds() -> float:
+    """How long dispatch waits before looking up a post whose answer was lost (`CS_PIPELINE_SETTLE_SECONDS`, 2)."""
+    value = _env("CS_PIPELINE_SETTLE_SECONDS", "2")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 60:
+        raise ValueError(f"CS_PIPELINE_SETTLE_SECONDS must be a number of seconds from 0 to 60, got {value!r}")
+    return seconds

@@ -31,7 +31,23 @@ def dispatch(instance) -> dg.ExecuteInProcessResult:
     return dispatch_alerts.execute_in_process(resources=resources(), instance=instance)
 
 
-def test_each_rule_closes_its_task_as_configured_and_sinks_get_the_same_outcome(tmp_path, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgres"])
+def actions_url(request):
+    """The actions store: SQLite beside the warehouse (the default), or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from cs_pipeline.actions.store import ActionsStore
+    from tests.support.databases import _database
+
+    for url in _database("postgres", "PostgreSQL"):  # dropped after the test
+        yield url
+        ActionsStore.forget(url)
+
+
+def test_each_rule_closes_its_task_as_configured_and_sinks_get_the_same_outcome(tmp_path, monkeypatch, actions_url):
+    if actions_url:
+        monkeypatch.setenv("CS_PIPELINE_ACTIONS_URL", actions_url)
     warehouse = tmp_path / "w.duckdb"
     (tmp_path / "dagster").mkdir()
     accounts = [{"Id": a, "Name": a} for a in ("acc_r", "acc_u", "acc_c", "acc_n")]

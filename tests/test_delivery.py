@@ -6,7 +6,7 @@ from cs_pipeline.logic.delivery import (
     Action,
     ChannelPacer,
     idempotency_key,
-    must_check_before_resend,
+    in_doubt,
     muted_by,
     send_order,
 )
@@ -25,11 +25,11 @@ def test_idempotency_key():
 
 
 def test_only_an_attempt_that_may_have_reached_slack_is_checked():
-    assert must_check_before_resend("slack", "sending", None)
-    assert must_check_before_resend("slack", "failed", "connection lost before Slack answered; Slack may have posted it")
-    assert not must_check_before_resend("slack", "failed", "Slack answered HTTP 500")
-    assert not must_check_before_resend("slack", "sent", None)
-    assert not must_check_before_resend("outbox", "sending", None)
+    assert in_doubt("slack", "sending")
+    assert in_doubt("slack", "unsure")
+    assert not in_doubt("slack", "failed")
+    assert not in_doubt("slack", "sent")
+    assert not in_doubt("outbox", "sending")
 
 
 def test_a_snooze_lasts_until_its_date_and_an_ack_for_the_episode():

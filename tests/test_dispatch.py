@@ -9,8 +9,11 @@ import duckdb
 import pytest
 
 from cs_pipeline import cli
+from cs_pipeline.actions import notify, store as tables
+from cs_pipeline.actions.channels import channel_for
+from cs_pipeline.actions.store import ActionsStore
 from cs_pipeline.jobs import dispatch
-from cs_pipeline.jobs.dispatch import ensure_actions_tables, send_all
+from cs_pipeline.logic.delivery import send_order
 from cs_pipeline.resources.slack import SlackResource
 from tests.support import make_alert_message
 from tests.support.slack_server import SlackServer
@@ -26,10 +29,15 @@ def server():
 
 
 @pytest.fixture
-def con():
-    with duckdb.connect(":memory:") as c:
-        ensure_actions_tables(c)
-        yield c
+def con(tmp_path):
+    """The actions store (SQLite) of a test."""
+    url = f"sqlite:///{tmp_path / 'actions.sqlite'}"
+    yield ActionsStore(url)
+    ActionsStore.forget(url)
+
+
+def send_all(store: ActionsStore, messages, slack: SlackResource):
+    return notify.send_alerts(store, channel_for(slack), messages, settle_seconds=0.0)
 
 
 def slack_for(server: SlackServer, gap: float = 0.0, digest: bool = False) -> SlackResource:
@@ -51,9 +59,9 @@ def alert_posts(server: SlackServer) -> list[str]:
     return ids
 
 
-def rows(con) -> dict[str, tuple]:
-    found = con.execute("SELECT alert_id, status, reason, message_ts, attempts, idempotency_key FROM actions.deliveries")
-    return {r[0]: r[1:] for r in found.fetchall()}
+def rows(store) -> dict[str, tuple]:
+    fields = ("status", "reason", "message_ts", "attempts", "idempotency_key")
+    return {r["alert_id"]: tuple(r[f] for f in fields) for r in store.rows(tables.deliveries)}
 
 
 def test_a_sent_message_is_recorded_with_its_idempotency_key(server, con):
@@ -63,44 +71,42 @@ def test_a_sent_message_is_recorded_with_its_idempotency_key(server, con):
     assert (status, ts, attempts, key) == ("sent", server.messages[0]["ts"], 1, "a1#1")
 
 
-def test_dropped_after_accept_is_found_in_slack_and_not_posted_again(server, con):
+def test_dropped_after_accept_is_found_in_slack_within_the_same_dispatch(server, con):
     slack = slack_for(server)
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
     first = send_all(con, [make_alert_message(alert_id="a1")], slack)
-    assert first.failed == 1 and rows(con)["a1"][0] == "failed"
-    assert rows(con)["a1"][1].endswith("Slack may have posted it")
-
-    second = send_all(con, [make_alert_message(alert_id="a1")], slack)
-    assert second.found_posted == 1 and second.sent == 0
+    assert (first.found_posted, first.sent, first.failed) == (1, 0, 0)
     assert len(server.messages) == 1 and server.calls("chat.postMessage") == 1
     assert server.calls("conversations.history") == 1
-    status, _, ts, _, _ = rows(con)["a1"]
-    assert status == "sent" and ts == server.messages[0]["ts"]
-    send_all(con, [make_alert_message(alert_id="a1")], slack)
-    assert server.calls("conversations.history") == 1 and len(server.messages) == 1
+    status, reason, ts, _, _ = rows(con)["a1"]
+    assert status == "sent" and ts == server.messages[0]["ts"] and reason == "found in Slack after an interrupted attempt"
+    again = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert again.skipped == 1 and server.calls("conversations.history") == 1 and len(server.messages) == 1
 
 
-def test_dropped_before_accept_is_checked_then_sent_once(server, con):
+def test_dropped_before_accept_is_looked_up_failed_then_sent_once(server, con):
     slack = slack_for(server)
     server.fail_next("chat.postMessage", 1, "drop_before_accept")
-    send_all(con, [make_alert_message(alert_id="a1")], slack)
-    assert server.messages == []
+    first = send_all(con, [make_alert_message(alert_id="a1")], slack)
+    assert first.failed == 1 and server.messages == [] and server.calls("conversations.history") == 1
+    status, reason, *_ = rows(con)["a1"]
+    assert status == "failed" and reason.startswith("connection lost") and "not found in Slack" in reason
     again = send_all(con, [make_alert_message(alert_id="a1")], slack)
     assert again.sent == 1 and len(server.messages) == 1 and rows(con)["a1"][0] == "sent"
 
 
 def test_a_crash_between_posting_and_recording_yields_one_message(server, con, monkeypatch):
     slack = slack_for(server)
-    real_record = dispatch._record_all
+    real_record = ActionsStore.record_outcomes
     crashed = []
 
-    def crash_once(c, outcomes):
+    def crash_once(self, table, outcomes):
         if any(delivery.status == "sent" for _, delivery in outcomes) and not crashed:
             crashed.append(outcomes)
             raise RuntimeError("worker killed")
-        real_record(c, outcomes)
+        real_record(self, table, outcomes)
 
-    monkeypatch.setattr(dispatch, "_record_all", crash_once)
+    monkeypatch.setattr(ActionsStore, "record_outcomes", crash_once)
     with pytest.raises(RuntimeError):
         send_all(con, [make_alert_message(alert_id="a1")], slack)
     assert rows(con)["a1"][0] == "sending" and len(server.messages) == 1
@@ -110,15 +116,14 @@ def test_a_crash_between_posting_and_recording_yields_one_message(server, con, m
     assert len(server.messages) == 1 and rows(con)["a1"][0] == "sent"
 
 
-def test_a_failed_check_keeps_the_delivery_ambiguous_and_posts_nothing(server, con):
+def test_a_failed_check_keeps_the_delivery_unsure_and_posts_nothing(server, con):
     slack = slack_for(server)
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
-    send_all(con, [make_alert_message(alert_id="a1")], slack)
     server.fail_next("conversations.history", 3, "server_error")  # 1 + 2 retries
     counts = send_all(con, [make_alert_message(alert_id="a1")], slack)
     assert (counts.sent, counts.failed, counts.found_posted) == (0, 1, 0) and len(server.messages) == 1
     status, reason, *_ = rows(con)["a1"]
-    assert status == "failed" and reason.startswith("could not check") and reason.endswith("Slack may have posted it")
+    assert status == "unsure" and reason.startswith("could not check whether it was posted")
     assert TOKEN not in reason
     send_all(con, [make_alert_message(alert_id="a1")], slack)
     assert rows(con)["a1"][0] == "sent" and len(server.messages) == 1
@@ -128,7 +133,6 @@ def test_an_ambiguous_delivery_to_a_segment_channel_is_found_by_name(server, con
     slack = slack_for(server)
     msg = make_alert_message(alert_id="a1", owner_email=None, segment="smb")
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
-    send_all(con, [msg], slack)
     assert send_all(con, [msg], slack).found_posted == 1 and len(server.messages) == 1
 
 
@@ -148,7 +152,7 @@ def test_a_burst_of_200_across_3_channels_is_paced_and_delivered_once_in_severit
     limit = 20.0  # the server refuses a second post to a channel within 50 ms
     with SlackServer(users=OWNERS, token=TOKEN, per_channel_limit_per_second=limit) as server:
         alerts = _burst(200)
-        ordered = sorted(alerts, key=lambda m: dispatch.send_order(m.severity, m.partition_date, m.account_id, m.rule_id))
+        ordered = sorted(alerts, key=lambda m: send_order(m.severity, m.partition_date, m.account_id, m.rule_id))
         counts = send_all(con, ordered, slack_for(server, gap=1.3 / limit))
         assert counts.sent == 200 and counts.failed == 0
         ids = [m["metadata"]["event_payload"]["alert_id"] for m in server.messages]
@@ -254,76 +258,84 @@ def test_snooze_and_ack_of_an_unknown_alert_is_a_one_line_error(tmp_path, monkey
         ]
 
 
-def _closing_warehouse(c) -> None:
+def _closing_warehouse(c, store: ActionsStore) -> None:
     """Alert a1 (sent) was open 04-27..04-28, a2 (sent) is still open on 04-30, a3 was never sent,
     a4 (sent) was open on 04-29 only. Days up to 04-28 are evaluated; `_evaluate_to_04_30` adds the rest."""
     c.execute("CREATE SCHEMA analytics")
     c.execute("""CREATE TABLE analytics.alert_events (alert_id VARCHAR, rule_id VARCHAR, account_id VARCHAR,
-                 account_name VARCHAR, segment VARCHAR, owner_email VARCHAR, episode_start DATE, partition_date DATE)""")
+                 account_name VARCHAR, segment VARCHAR, owner_email VARCHAR, episode_start DATE, partition_date DATE,
+                 rule_description VARCHAR, task_on_resolve VARCHAR)""")
     for alert_id, first, last in (("a1", "2025-04-27", "2025-04-28"), ("a2", "2025-04-27", "2025-04-30"),
                                   ("a3", "2025-04-27", "2025-04-28"), ("a4", "2025-04-29", "2025-04-29")):
         for day in ("2025-04-27", "2025-04-28", "2025-04-29", "2025-04-30"):
             if first <= day <= last:
                 c.execute("INSERT INTO analytics.alert_events VALUES (?, 'no_login_20d', 'acc_1', 'Acme', 'smb', "
-                          "'alice@example.com', '2025-04-27', ?)", [alert_id, day])
+                          "'alice@example.com', '2025-04-27', ?, 'No login for 20 days', 'done')", [alert_id, day])
     c.execute("CREATE TABLE analytics.alert_evaluated_days AS SELECT DATE '2025-04-28' AS partition_date")
-    for alert_id in ("a1", "a2", "a4"):
-        c.execute("INSERT INTO actions.deliveries (alert_id, notification_number, status) VALUES (?, 1, 'sent')", [alert_id])
-        c.execute("INSERT INTO actions.tasks (task_id, alert_id, status) VALUES (?, ?, 'open')", [f"t{alert_id}", alert_id])
+    from cs_pipeline.resources.slack import Delivery
+
+    store.record_outcomes(tables.deliveries, [((a, 1), Delivery("slack", "U001", "sent")) for a in ("a1", "a2", "a4")])
+    store.create_tasks([{"task_id": f"t{a}", "alert_id": a} for a in ("a1", "a2", "a4")])
 
 
 def _evaluate_to_04_30(c) -> None:
     c.execute("INSERT INTO analytics.alert_evaluated_days VALUES ('2025-04-29'), ('2025-04-30')")
 
 
-def _close_and_tell(c, slack) -> tuple[list[str], list]:
-    from cs_pipeline import settings
-    from cs_pipeline.resources.config import PipelineConfig
-
-    config = PipelineConfig(config_dir=str(settings.SHIPPED_CONFIG_DIR))
-    day = dispatch.latest_evaluated_live_day(c, dt.date(2025, 4, 30), 2)
-    closed = dispatch.close_resolved_alerts(c, day, config)
-    outcomes = [dispatch.send_resolved_notice(c, msg, row, slack) for msg, row in dispatch._pending_notices(c, config)]
-    return [m.alert_id for m in closed], outcomes
+def _close_and_tell(c, store, slack) -> tuple[list[str], object]:
+    closures, counts = dispatch.close_and_tell(store, c, slack, 2, settle_seconds=0.0)
+    return [x.alert["alert_id"] for x in closures], counts
 
 
-def test_a_resolved_alert_is_closed_its_task_done_and_its_owner_told_once(server, con):
-    _closing_warehouse(con)
+@pytest.fixture
+def warehouse():
+    with duckdb.connect(":memory:") as c:
+        yield c
+
+
+def test_a_resolved_alert_is_closed_its_task_done_and_its_owner_told_once(server, con, warehouse, monkeypatch):
+    monkeypatch.setenv("CS_PIPELINE_TODAY", "2025-04-30")
+    _closing_warehouse(warehouse, con)
     slack = slack_for(server)
-    assert _close_and_tell(con, slack) == ([], [])  # a1 and a2 are open on 04-28
-    _evaluate_to_04_30(con)
-    closed, outcomes = _close_and_tell(con, slack)
-    assert closed == ["a1"] and [o.status for o in outcomes] == ["sent"]
-    state = "SELECT alert_id, state, last_open_day::VARCHAR, closed_on::VARCHAR FROM actions.alert_state ORDER BY 1"
-    assert con.execute(state).fetchall() == [("a1", "closed", "2025-04-28", "2025-04-30"), ("a2", "open", "2025-04-30", None)]
+    closed, counts = _close_and_tell(warehouse, con, slack)
+    assert (closed, counts.sent) == ([], 0)  # a1 and a2 are open on 04-28
+    _evaluate_to_04_30(warehouse)
+    closed, counts = _close_and_tell(warehouse, con, slack)
+    assert closed == ["a1"] and counts.sent == 1
+    state = {r["alert_id"]: (r["state"], str(r["last_open_day"]), r["closed_on"] and str(r["closed_on"]))
+             for r in con.rows(tables.alert_state)}
+    assert state == {"a1": ("closed", "2025-04-28", "2025-04-30"), "a2": ("open", "2025-04-30", None)}
     # a4 was already over when it was sent: not closed, its task stays open.
-    assert dict(con.execute("SELECT alert_id, status FROM actions.tasks").fetchall()) == {"a1": "done", "a2": "open", "a4": "open"}
+    assert {r["alert_id"]: r["status"] for r in con.rows(tables.tasks)} == {"a1": "done", "a2": "open", "a4": "open"}
     assert len(server.messages) == 1
     resolved = server.messages[0]
     assert resolved["channel"] == "U001" and "Resolved" in resolved["text"]
     assert resolved["metadata"] == {"event_type": "cs_pipeline_alert_resolved", "event_payload": {"alert_id": "a1", "notice": "closed"}}
-    assert _close_and_tell(con, slack) == ([], [])
+    closed, counts = _close_and_tell(warehouse, con, slack)
+    assert (closed, counts.sent) == ([], 0)
     assert len(server.messages) == 1
 
 
-def test_a_resolved_notice_dropped_after_slack_posted_it_is_found_not_resent(server, con):
-    _closing_warehouse(con)
+def test_a_resolved_notice_dropped_after_slack_posted_it_is_found_not_resent(server, con, warehouse, monkeypatch):
+    monkeypatch.setenv("CS_PIPELINE_TODAY", "2025-04-30")
+    _closing_warehouse(warehouse, con)
     slack = slack_for(server)
-    _close_and_tell(con, slack)
-    _evaluate_to_04_30(con)
+    _close_and_tell(warehouse, con, slack)
+    _evaluate_to_04_30(warehouse)
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
-    _, outcomes = _close_and_tell(con, slack)
-    assert outcomes[0].status == "failed" and len(server.messages) == 1
-    _, outcomes = _close_and_tell(con, slack)
-    assert outcomes == [None] and len(server.messages) == 1
-    assert con.execute("SELECT status, message_ts FROM actions.notices").fetchall() == [("sent", server.messages[0]["ts"])]
+    _, counts = _close_and_tell(warehouse, con, slack)
+    assert counts.found_posted == 1 and counts.failed == 0 and len(server.messages) == 1
+    _, counts = _close_and_tell(warehouse, con, slack)
+    assert counts.sent == counts.found_posted == 0 and len(server.messages) == 1
+    assert [(r["status"], r["message_ts"]) for r in con.rows(tables.notices)] == [("sent", server.messages[0]["ts"])]
 
 
-def _dispatch_once(c, messages, slack) -> dispatch.SendCounts:
-    alone, digests, held = dispatch.plan_sending(c, messages, slack)
-    counts = send_all(c, alone, slack)
+def _dispatch_once(store, messages, slack) -> notify.Counts:
+    channel = channel_for(slack)
+    alone, digests, held = notify.plan_sending(store, channel, messages, slack)
+    counts = notify.send_alerts(store, channel, alone, settle_seconds=0.0)
     counts.failed += held
-    dispatch.send_digests(c, digests, slack, dt.date(2025, 4, 30), counts)
+    notify.send_digests(store, channel, digests, dt.date(2025, 4, 30), counts, settle_seconds=0.0)
     return counts
 
 
@@ -368,8 +380,10 @@ def test_a_digest_dropped_after_slack_posted_it_is_found_and_not_sent_again(serv
     slack = slack_for(server, digest=True)
     msgs = [make_alert_message(alert_id=f"i{i}", severity="info") for i in range(2)]
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
+    server.fail_next("conversations.history", 3, "server_error")  # the same dispatch cannot tell: unsure
     counts = _dispatch_once(con, msgs, slack)
     assert counts.failed == 2 and len(server.messages) == 1
+    assert {r["status"] for r in con.rows(tables.notices)} == {"unsure"}
     assert _dispatch_once(con, msgs, slack).in_digests == 0
     assert len(server.messages) == 1 and {r[0] for r in rows(con).values()} == {"sent"}
     assert rows(con)["i0"][2] == server.messages[0]["ts"]

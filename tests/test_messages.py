@@ -130,8 +130,19 @@ def test_missing_figures_render_as_dashes_and_optional_blocks_disappear():
     body = "\n".join(texts(blocks))
     assert "• status: *—* (must be 'active') ?\n• days since last login: *—* (threshold ≥ 20) ?" in body
     assert "*Figures*" not in body and "What moved" not in body
-    assert all(block["type"] != "actions" for block in blocks)
+    # No links: the only actions block is the buttons.
+    assert [b.get("block_id") for b in blocks if b["type"] == "actions"] == ["cs_pipeline_actions"]
     assert_within_limits(text, blocks)
+
+
+def test_every_alert_has_the_action_buttons_carrying_its_id():
+    _, blocks = render_alert(make_alert_message(alert_id="al_42"))
+    actions = next(b for b in blocks if b.get("block_id") == "cs_pipeline_actions")
+    ids = [e["action_id"] for e in actions["elements"]]
+    assert ids == ["cs_ack", "cs_snooze_7", "cs_snooze_30", "cs_done", "cs_not_useful"]
+    assert all(e["value"] == "al_42" for e in actions["elements"] if e["type"] == "button")
+    reasons = actions["elements"][-1]["options"]
+    assert reasons and all(o["value"].endswith("|al_42") for o in reasons)
 
 
 @pytest.mark.parametrize("char", ["x", "&", "😀"])
@@ -386,3 +397,8 @@ def test_the_example_in_the_docs_is_what_the_renderer_produces_now():
     assert_within_limits(text, blocks)
     assert "• days since last login: *27* (threshold ≥ 20) ✔" in shown
     assert "[Open in CRM](https://acme.lightning.force.com/lightning/r/Account/0015g00000NwTRD/view)" in shown
+    in_readme = message_example.shown_in_doc(message_example.README, message_example.README_BEGIN)
+    assert in_readme == message_example.generated_for_readme(), (
+        "README.md shows an outdated alert: run .venv/bin/python -m tests.support.message_example"
+    )
+    assert "[Acknowledge]  [Snooze 7 days]  [Snooze 30 days]  [Done]  [Not useful… ▾]" in in_readme

@@ -145,8 +145,8 @@ def test_connection_dropped_after_slack_posted_is_failed_not_posted_twice(server
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
     delivery = slack(server).deliver_alert(make_alert_message())
 
-    assert delivery.status == "failed"
-    assert delivery.reason == "connection lost before Slack answered; Slack may have posted it"
+    assert delivery.status == "unsure"
+    assert delivery.reason == "connection lost before Slack answered"
     assert delivery.channel == "U0000ALICE" and delivery.message_ts is None
     assert server.calls("chat.postMessage") == 1
     assert len(server.messages) == 1
@@ -156,7 +156,7 @@ def test_connection_dropped_before_slack_posted_is_failed_and_left_to_the_next_t
     server.fail_next("chat.postMessage", 1, "drop_before_accept")
     delivery = slack(server).deliver_alert(make_alert_message())
 
-    assert delivery.status == "failed" and "connection lost" in delivery.reason
+    assert delivery.status == "unsure" and "connection lost" in delivery.reason  # it cannot tell the two drops apart
     assert server.calls("chat.postMessage") == 1
     assert server.messages == []
 
@@ -174,8 +174,8 @@ def test_no_answer_within_the_timeout_is_a_failed_delivery(server):
     server.fail_next("chat.postMessage", 1, "timeout")
     delivery = slack(server, timeout_seconds=1).deliver_run_failure("job", "run-1", None, "error", None)
 
-    assert delivery.status == "failed"
-    assert delivery.reason == "no answer within 1 s; Slack may have posted it"
+    assert delivery.status == "unsure"
+    assert delivery.reason == "no answer within 1 s"
     assert server.calls("chat.postMessage") == 1
 
 

@@ -10,7 +10,11 @@ import duckdb
 import pytest
 
 from cs_pipeline import cli
-from cs_pipeline.jobs import dispatch
+from cs_pipeline.actions import planner
+from cs_pipeline.actions import store as tables
+from cs_pipeline.actions.sinks import sync_sinks
+from cs_pipeline.actions.store import ActionsStore
+from cs_pipeline.resources.slack import Delivery
 from cs_pipeline.logic.config import ConfigError
 from cs_pipeline.sinks import SinkError
 from cs_pipeline.sinks.config import TaskSinksConfig, TaskSinksResource
@@ -140,6 +144,17 @@ def test_dispatch_creates_each_mapped_task_once_retries_a_failure_and_leaves_unm
         assert "remote" in table.splitlines()[0] and f"crm:{final[(some, 'crm')][1]}" in table
 
 
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'actions.sqlite'}"
+    yield ActionsStore(url)
+    ActionsStore.forget(url)
+
+
+def _sink_rows(store) -> dict:
+    return {(r["task_id"], r["sink"]): r for r in store.rows(tables.task_sinks)}
+
+
 @contextmanager
 def _opener(path: Path):
     con = duckdb.connect(str(path))
@@ -149,63 +164,56 @@ def _opener(path: Path):
         con.close()
 
 
-def test_an_auto_closed_task_is_closed_in_its_sinks_once(tmp_path, crm):
+def test_an_auto_closed_task_is_closed_in_its_sinks_once(tmp_path, crm, store):
     salesforce, receiver = crm
     config_file = tmp_path / "task_sinks.yaml"
     config_file.write_text(sinks_yaml(salesforce, receiver, '  "*": [crm, hooks]'))
     config = TaskSinksResource(config_file=str(config_file)).config(RULES)
     path = tmp_path / "w.duckdb"
     with _opener(path) as con:
-        dispatch.ensure_actions_tables(con)
-        _closing_warehouse(con)
+        _closing_warehouse(con, store)
     connect = lambda: _opener(path)  # noqa: E731
 
-    counts = dispatch.sync_sinks(connect, config)
+    counts = sync_sinks(store, connect, config)
     assert (counts.created, counts.closed, counts.failed) == (6, 0, 0)  # 3 open tasks x 2 sinks
 
     # 04-29 and 04-30 are evaluated: a1 is no longer open, close_resolved marks its task done.
-    from cs_pipeline import settings
-    from cs_pipeline.resources.config import PipelineConfig
-
-    rules = PipelineConfig(config_dir=str(settings.SHIPPED_CONFIG_DIR))
     with _opener(path) as con:
-        assert dispatch.close_resolved_alerts(con, dt.date(2025, 4, 28), rules) == []  # a1, a2 seen open
+        assert planner.plan_closures(store, con, dt.date(2025, 4, 28)) == []  # a1, a2 seen open
         con.execute("INSERT INTO analytics.alert_evaluated_days VALUES ('2025-04-29'), ('2025-04-30')")
-        closed = dispatch.close_resolved_alerts(con, dt.date(2025, 4, 30), rules)
-        assert [m.alert_id for m in closed] == ["a1"]
-    counts = dispatch.sync_sinks(connect, config)
+        closed = planner.plan_closures(store, con, dt.date(2025, 4, 30))
+        assert [c.alert["alert_id"] for c in closed] == ["a1"]
+        planner.close(store, closed, dt.date(2025, 4, 30))
+    counts = sync_sinks(store, connect, config)
     assert (counts.created, counts.closed, counts.failed, counts.already) == (0, 2, 0, 4)
-    with _opener(path) as con:
-        rows = dict(((r[0], r[1]), r[2]) for r in con.execute("SELECT task_id, sink, status FROM actions.task_sinks").fetchall())
-        remote = con.execute("SELECT remote_id FROM actions.task_sinks WHERE task_id = 'ta1' AND sink = 'crm'").fetchone()[0]
+    rows = {k: r["status"] for k, r in _sink_rows(store).items()}
+    remote = _sink_rows(store)[("ta1", "crm")]["remote_id"]
     assert rows == {("ta1", "crm"): "closed", ("ta1", "hooks"): "closed", ("ta2", "crm"): "created",
                     ("ta2", "hooks"): "created", ("ta4", "crm"): "created", ("ta4", "hooks"): "created"}
     assert salesforce.record("Task", remote)["Status"] == "Completed"
     assert [d["task"]["outcome"] for d in receiver.deliveries if d["event"] == "task.closed"] == ["done"]
-    again = dispatch.sync_sinks(connect, config)
+    again = sync_sinks(store, connect, config)
     assert (again.created, again.closed, again.failed) == (0, 0, 0)
 
 
-def test_a_failed_close_is_kept_created_and_tried_again(tmp_path, crm):
+def test_a_failed_close_is_kept_created_and_tried_again(tmp_path, crm, store):
     salesforce, receiver = crm
     config_file = tmp_path / "task_sinks.yaml"
     config_file.write_text(sinks_yaml(salesforce, receiver, '  no_login_20d: [crm]'))
     config = TaskSinksConfig.load(config_file, RULES)
     path = tmp_path / "w.duckdb"
     with _opener(path) as con:
-        dispatch.ensure_actions_tables(con)
-        _closing_warehouse(con)
+        _closing_warehouse(con, store)
     connect = lambda: _opener(path)  # noqa: E731
-    assert dispatch.sync_sinks(connect, config).created == 3
-    with _opener(path) as con:
-        con.execute("UPDATE actions.tasks SET status = 'done' WHERE task_id = 'ta2'")
+    assert sync_sinks(store, connect, config).created == 3
+    store.set_task_status("a2", "done")
     salesforce.fail_next(1, "forbidden")
-    counts = dispatch.sync_sinks(connect, config)
+    counts = sync_sinks(store, connect, config)
     assert (counts.closed, counts.failed) == (0, 1)
-    with _opener(path) as con:
-        status, reason = con.execute("SELECT status, reason FROM actions.task_sinks WHERE task_id = 'ta2'").fetchone()
+    record = _sink_rows(store)[("ta2", "crm")]
+    status, reason = record["status"], record["reason"]
     assert status == "created" and reason.startswith("close failed:") and "403" in reason
-    assert dispatch.sync_sinks(connect, config).closed == 1
+    assert sync_sinks(store, connect, config).closed == 1
 
 
 def test_without_a_sinks_file_nothing_is_configured():
@@ -231,27 +239,25 @@ def test_a_bad_sinks_file_names_its_file_and_line(tmp_path, crm):
         TaskSinksConfig.load(bad, RULES)
 
 
-def _closing_warehouse(c) -> None:
+def _closing_warehouse(c, store) -> None:
     """As in test_dispatch: a1 (sent) open 04-27..04-28, a2 (sent) open to 04-30, a4 (sent) on 04-29 only;
     days up to 04-28 evaluated. Each has an open task (with a title, steps and a due date)."""
     c.execute("CREATE SCHEMA analytics")
     c.execute("""CREATE TABLE analytics.alert_events (alert_id VARCHAR, rule_id VARCHAR, account_id VARCHAR,
-                 account_name VARCHAR, segment VARCHAR, owner_email VARCHAR, episode_start DATE, partition_date DATE)""")
+                 account_name VARCHAR, segment VARCHAR, owner_email VARCHAR, episode_start DATE, partition_date DATE,
+                 task_on_resolve VARCHAR DEFAULT 'done')""")
     for alert_id, first, last in (("a1", "2025-04-27", "2025-04-28"), ("a2", "2025-04-27", "2025-04-30"),
                                   ("a4", "2025-04-29", "2025-04-29")):
         for day in ("2025-04-27", "2025-04-28", "2025-04-29", "2025-04-30"):
             if first <= day <= last:
                 c.execute("INSERT INTO analytics.alert_events VALUES (?, 'no_login_20d', 'acc_nologin', 'Acme', 'smb', "
-                          "'ana@example.com', '2025-04-27', ?)", [alert_id, day])
+                          "'ana@example.com', '2025-04-27', ?, 'done')", [alert_id, day])
     c.execute("CREATE TABLE analytics.alert_evaluated_days AS SELECT DATE '2025-04-28' AS partition_date")
-    for alert_id in ("a1", "a2", "a4"):
-        c.execute("INSERT INTO actions.deliveries (alert_id, notification_number, status) VALUES (?, 1, 'sent')", [alert_id])
-        c.execute(
-            "INSERT INTO actions.tasks (task_id, alert_id, account_id, owner_email, title, steps, due_date, priority, status) "
-            "VALUES (?, ?, 'acc_nologin', 'ana@example.com', 'Call Acme', '[\"Review usage\", \"Call\"]', '2025-05-05', "
-            "'high', 'open')",
-            [f"t{alert_id}", alert_id],
-        )
+    store.record_outcomes(tables.deliveries, [((a, 1), Delivery("slack", "U001", "sent")) for a in ("a1", "a2", "a4")])
+    store.create_tasks([
+        {"task_id": f"t{a}", "alert_id": a, "rule_id": "no_login_20d", "account_id": "acc_nologin",
+         "owner_email": "ana@example.com", "title": "Call Acme", "steps": '["Review usage", "Call"]',
+         "due_date": dt.date(2025, 5, 5), "priority": "high"} for a in ("a1", "a2", "a4")])
 
 
 def _message_for(messages: list[dict], account_id: str) -> list[dict]:
@@ -326,7 +332,7 @@ def test_tasks_and_messages_carry_the_mapped_crm_id_and_an_account_without_one_i
                         f"https://acme.lightning.force.com/lightning/r/Account/{crm_ids[account_id]}/view")
 
 
-def test_hubspot_tasks_are_associated_with_the_mapped_company_or_created_unlinked(tmp_path, monkeypatch):
+def test_hubspot_tasks_are_associated_with_the_mapped_company_or_created_unlinked(tmp_path, monkeypatch, store):
     """Owner by email, due date, priority, the playbook in the body and the mapped company."""
     owners = [{"id": "7001", "email": "ana@example.com", "firstName": "Ana", "lastName": "A", "archived": False}]
     with HubSpotCrmServer(companies=[{"id": "101", "properties": {"name": "Acme"}}], owners=owners,
@@ -345,13 +351,13 @@ rules:
         config = TaskSinksConfig.load(config_file, RULES)
         path = tmp_path / "w.duckdb"
         with _opener(path) as con:
-            dispatch.ensure_actions_tables(con)
-            _closing_warehouse(con)
-            con.execute("UPDATE actions.tasks SET account_id = 'acc_other' WHERE task_id = 'ta4'")
+            _closing_warehouse(con, store)
+            with store.engine.begin() as db:
+                db.execute(tables.tasks.update().where(tables.tasks.c.task_id == "ta4").values(account_id="acc_other"))
             con.execute("CREATE TABLE main.companies AS SELECT * FROM (VALUES ('acc_nologin', '101'), ('acc_other', ''))"
                         " t(account_id, hubspot_id)")
         mapping = CrmIdMapping(crm_id_column="hubspot_id", crm_id_table="main.companies")
-        counts = dispatch.sync_sinks(lambda: _opener(path), config, crm_ids=mapping)
+        counts = sync_sinks(store, lambda: _opener(path), config, crm_ids=mapping)
         assert (counts.created, counts.failed) == (3, 0)
         by_task = {t["properties"]["cs_pipeline_task_id"]: t for t in hubspot.tasks}
         assert {t: task["companies"] for t, task in by_task.items()} == {"ta1": ["101"], "ta2": ["101"], "ta4": []}
@@ -361,23 +367,21 @@ rules:
         assert props["hs_task_priority"] == "HIGH"
         assert props["hs_task_body"] == "1. Review usage\n2. Call"
         assert props["hs_task_subject"] == "Call Acme"
-        with _opener(path) as con:
-            reasons = dict(con.execute("SELECT task_id, reason FROM actions.task_sinks").fetchall())
+        reasons = {k[0]: r["reason"] for k, r in _sink_rows(store).items()}
         assert reasons == {"ta1": None, "ta2": None, "ta4": "created without a link to the account: acc_other has no "
                                                            "CRM id in main.companies.hubspot_id"}
 
 
-def test_an_unreadable_crm_id_mapping_fails_naming_the_settings(tmp_path, crm):
+def test_an_unreadable_crm_id_mapping_fails_naming_the_settings(tmp_path, crm, store):
     salesforce, receiver = crm
     config_file = tmp_path / "task_sinks.yaml"
     config_file.write_text(sinks_yaml(salesforce, receiver, '  "*": [crm]'))
     config = TaskSinksConfig.load(config_file, RULES)
     path = tmp_path / "w.duckdb"
     with _opener(path) as con:
-        dispatch.ensure_actions_tables(con)
-        _closing_warehouse(con)
+        _closing_warehouse(con, store)
     mapping = CrmIdMapping(crm_id_column="sf_id", crm_id_table="marts.no_such_table")
     with pytest.raises(SinkError, match=r"^CRM ids: cannot read marts.no_such_table.sf_id \(settings `crm_id_table`, "
                                         r"`crm_id_column` of the write-back file\)"):
-        dispatch.sync_sinks(lambda: _opener(path), config, crm_ids=mapping)
+        sync_sinks(store, lambda: _opener(path), config, crm_ids=mapping)
     assert salesforce.objects["Task"] == []  # nothing was sent on a guess

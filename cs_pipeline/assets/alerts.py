@@ -12,8 +12,8 @@ import dagster as dg
 import polars as pl
 
 from cs_pipeline import settings
+from cs_pipeline.actions.store import ensure_read_copy
 from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
-from cs_pipeline.jobs.dispatch import ensure_actions_tables
 from cs_pipeline.logic.alerting import OPEN_SCHEMA, alert_rows
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
@@ -22,6 +22,7 @@ from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_da
 TABLE = "analytics.alert_events"
 EVALUATED = "analytics.alert_evaluated_days"
 DAY = dt.timedelta(days=1)
+MONTH = dt.timedelta(days=30)  # what moved the score is read against 30 days before
 
 
 def _evaluation_start(con, start: dt.date) -> dt.date:
@@ -63,12 +64,14 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_c
         if first < start:
             context.log.info(f"episodes: days {first} .. {start - DAY} were never evaluated; evaluating from {first}")
         health = query(con, "SELECT * FROM analytics.account_health WHERE partition_date BETWEEN ? AND ?", [first, end])
-        rows = alert_rows(health, rules, known, _open_before(con, first), today, cs_config.live_window_days)
+        month_before = query(con, "SELECT account_id, partition_date, COLUMNS('^contribution_') FROM analytics.account_health "
+                             "WHERE partition_date BETWEEN ? AND ?", [first - MONTH, end - MONTH])
+        rows = alert_rows(health, rules, known, _open_before(con, first), today, cs_config.live_window_days, month_before)
         rows = rows.filter(pl.col("partition_date") >= start)
         replace_date_range(con, TABLE, rows, start, end)
         replace_date_range(con, EVALUATED, pl.DataFrame({"partition_date": days(start, end)}), start, end)
-        # The dispatch job's tables exist from the first alerts on, so readers never have to create them.
-        ensure_actions_tables(con)
+        # The actions store's read copy exists from the first alerts on, so readers never have to create it.
+        ensure_read_copy(con)
     live = rows.filter(pl.col("live"))
     by_rule = rows.group_by("rule_id").agg(pl.col("alert_id").n_unique()).sort("rule_id")
     context.log.info(f"alerts {start} .. {end}: {rows['alert_id'].n_unique()} alerts, {live['alert_id'].n_unique()} live")

@@ -44,7 +44,19 @@ ALERT_SCHEMA = {
     "task_steps": pl.String,
     "task_due_date": pl.Date,
     "task_priority": pl.String,
+    # Everything a message needs, as it was when the rule fired: dispatch reads nothing else.
+    "rule_description": pl.String,
+    "rule_condition": pl.String,
+    "task_on_resolve": pl.String,
+    "arr": pl.Float64,
+    "renewal_date": pl.Date,
+    "score": pl.Float64,
+    "band": pl.String,
+    "score_7d_ago": pl.Float64,
+    "score_30d_ago": pl.Float64,
+    "top_movers": pl.String,  # JSON [[indicator, change of its contribution vs 30 days before], ...]
 }
+MOVERS = 3
 
 
 def eligible(health: pl.DataFrame) -> pl.DataFrame:
@@ -84,6 +96,22 @@ def _owner(rule: Rule, row: Mapping[str, Any]) -> str | None:
     return row.get("owner_email") if owner == "account_owner" else owner
 
 
+def top_movers(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> list[list]:
+    """The indicators whose contribution to the score moved most versus 30 days before."""
+    if not then:
+        return []
+    moved = [
+        [name.removeprefix("contribution_"), round((now.get(name) or 0.0) - (then.get(name) or 0.0), 3)]
+        for name in now
+        if name.startswith("contribution_")
+    ]
+    return sorted((m for m in moved if m[1] != 0), key=lambda m: -abs(m[1]))[:MOVERS]
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def alert_rows(
     health: pl.DataFrame,
     rules: RuleSet,
@@ -91,11 +119,13 @@ def alert_rows(
     open_before: pl.DataFrame,
     today: dt.date,
     live_window_days: int,
+    month_before: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The `alerts` asset's rows for the days in `health`, processed in order.
 
     `open_before`: episodes (rule_id, account_id, episode_start) whose condition held on the day
-    before the first day of `health`, so an episode continues across runs.
+    before the first day of `health`, so an episode continues across runs. `month_before`: the
+    health rows 30 days before those days (for what moved the score); without it, no movers.
     """
     found = matches(health, rules, known)
     if found.height == 0:
@@ -104,9 +134,16 @@ def alert_rows(
     first_date = health["partition_date"].min()
     episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify, first_date=first_date)  # type: ignore[arg-type]
     joined = episodes.join(health, on=["account_id", "partition_date"], how="left")
+    earlier: dict[tuple, dict] = {}
+    if month_before is not None and month_before.height:
+        shifted = month_before.with_columns((pl.col("partition_date") + dt.timedelta(days=30)).alias("partition_date"))
+        keys = episodes.select("account_id", "partition_date").unique()
+        earlier = {(r["account_id"], r["partition_date"]): r
+                   for r in shifted.join(keys, on=["account_id", "partition_date"]).iter_rows(named=True)}
     rows = []
     for row in joined.iter_rows(named=True):
         rule = rules.by_id[row["rule_id"]]
+        then = earlier.get((row["account_id"], row["partition_date"]))
         status = delivery_status(row["partition_date"], today, live_window_days)
         rows.append(
             {
@@ -131,6 +168,16 @@ def alert_rows(
                 "task_steps": json.dumps([render(step, row) for step in rule.task.steps]),
                 "task_due_date": row["partition_date"] + dt.timedelta(days=rule.task.due_in_days),
                 "task_priority": rule.task.priority,
+                "rule_description": rule.description,
+                "rule_condition": rule.condition,
+                "task_on_resolve": rule.task.on_resolve,
+                "arr": _float(row.get("arr")),
+                "renewal_date": row.get("contract_end_date"),
+                "score": _float(row.get("score")),
+                "band": row.get("band"),
+                "score_7d_ago": _float(row.get("score_7d_ago")),
+                "score_30d_ago": _float(row.get("score_30d_ago")),
+                "top_movers": json.dumps(top_movers(row, then)),
             }
         )
     return pl.DataFrame(rows, schema=ALERT_SCHEMA).sort("partition_date", "rule_id", "account_id")

@@ -18,8 +18,8 @@ from collections.abc import Collection, Hashable
 from typing import Generic, TypeVar
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-AMBIGUOUS_SUFFIX = "Slack may have posted it"
-SENDING, SENT, FAILED = "sending", "sent", "failed"
+# sending: an attempt began, its outcome unknown; unsure: the request may have reached Slack.
+SENDING, SENT, FAILED, UNSURE = "sending", "sent", "failed", "unsure"
 
 T = TypeVar("T")
 
@@ -33,12 +33,23 @@ def idempotency_key(alert_id: str, notification_number: int) -> str:
     return f"{alert_id}#{notification_number}"
 
 
-def must_check_before_resend(destination: str | None, status: str | None, reason: str | None) -> bool:
-    """True when an earlier attempt may have reached Slack: it was left `sending` (the run
-    stopped between posting and recording) or failed with an ambiguous reason."""
+def in_doubt(destination: str | None, status: str | None) -> bool:
+    """True when an earlier attempt may have reached Slack and must be looked up before posting
+    again: it was left `sending` (the run stopped between posting and recording) or is `unsure`."""
     if destination != "slack":
         return False  # the outbox is rewritten in place: a second write is the same file
-    return status == SENDING or (status == FAILED and (reason or "").endswith(AMBIGUOUS_SUFFIX))
+    return status in (SENDING, UNSURE)
+
+
+# Rows written before the `unsure` status said so with this suffix on a `failed` reason.
+AMBIGUOUS_SUFFIX = "Slack may have posted it"
+
+
+def must_check_before_resend(destination: str | None, status: str | None, reason: str | None) -> bool:
+    """`in_doubt`, and also true for a row written before the `unsure` status (a `failed` reason
+    ending in AMBIGUOUS_SUFFIX); for callers that keep their own delivery rows."""
+    legacy = destination == "slack" and status == FAILED and (reason or "").endswith(AMBIGUOUS_SUFFIX)
+    return in_doubt(destination, status) or legacy
 
 
 def is_resolved(last_open_day: dt.date, latest_evaluated_live_day: dt.date) -> bool:
@@ -84,20 +95,21 @@ def retry_delay_seconds(failed_in_a_row: int, max_minutes: int) -> int:
 class Action:
     """A row of actions.alert_actions that matters for notifying."""
 
-    action: str  # snooze | ack
+    action: str  # snooze | ack | done | not_useful
     until: dt.date | None = None
     at: dt.datetime | None = None
 
 
 def muted_by(actions: list[Action], today: dt.date, episode_start: dt.date) -> str | None:
-    """`acknowledged` or `snoozed` when the latest applicable action holds the alert back, else None.
+    """`done`, `not_useful`, `acknowledged` or `snoozed` when an action holds the alert back, else None.
 
-    An acknowledgement lasts for the rest of the episode (an alert id is one episode); a snooze
+    Done, not useful and an acknowledgement last for the rest of the episode (an alert id is one episode); a snooze
     lasts until its date, exclusive.
     """
     del episode_start  # one alert id is one episode, so every action on it belongs to it
-    if any(a.action == "ack" for a in actions):
-        return "acknowledged"
+    for action, state in (("done", "done"), ("not_useful", "not_useful"), ("ack", "acknowledged")):
+        if any(a.action == action for a in actions):
+            return state
     if any(a.action == "snooze" and a.until is not None and today < a.until for a in actions):
         return "snoozed"
     return None

@@ -1,7 +1,8 @@
 """Slack delivery: alerts to their owner (a DM), run failures to on-call, or an outbox folder.
 
 Every delivery ends as a `Delivery` with a status, never as an exception: the dispatch job
-records it, and a `failed` one is tried again on a later sensor tick.
+records it (through `cs_pipeline.actions`, which owns the delivery protocol), and a `failed` one
+is tried again on a later sensor tick.
 
 Posting is never retried after a request may have reached Slack. slack-sdk's default retry
 handler re-sends a request whose connection dropped, and Slack may already have posted that
@@ -33,14 +34,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from cs_pipeline.messages import (
-    AlertMessage,
-    ResolvedMessage,
-    render_alert,
-    render_digest,
-    render_resolved,
-    render_run_failure,
-)
+from cs_pipeline.messages import AlertMessage, ResolvedMessage, render_alert, render_run_failure
 from cs_pipeline.settings import SEVERITIES
 
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -66,7 +60,7 @@ class Delivery:
 
     destination: str  # slack | outbox
     channel: str
-    status: str  # sent | failed
+    status: str  # sent | failed | unsure (the request may have reached Slack: look it up before posting again)
     reason: str | None = None
     message_ts: str | None = None
     path: str | None = None
@@ -153,32 +147,6 @@ class SlackResource(dg.ConfigurableResource):
             {"channel": self._addressee(msg), "text": text, "blocks": blocks} | _alert_metadata(msg),
         )
 
-    def deliver_resolved(self, msg: ResolvedMessage, wait_out_rate_limits: bool = True) -> Delivery:
-        """Tell the owner (or the segment's channel) once that an alert resolved itself."""
-        payload = {"alert_id": msg.alert_id, "notice": "closed"}
-        if not self.uses_slack:
-            text, blocks = render_resolved(msg)
-            return self._write_outbox(
-                f"{msg.alert_id}-closed", {"channel": self._addressee(msg), "text": text, "blocks": blocks} | payload
-            )
-        address = self.address_alert(msg)
-        if isinstance(address, Delivery):
-            return address
-        text, blocks = render_resolved(msg, note=address.note)
-        return self._post(address.channel, text, blocks, EVENT_TYPE_RESOLVED, payload, wait_out_rate_limits)
-
-    def deliver_digest(self, digest_id: str, alerts: list[AlertMessage]) -> Delivery:
-        """One message to the owner of `alerts` (all of one addressee) listing them all."""
-        payload = {"digest_id": digest_id, "alert_ids": [a.alert_id for a in alerts]}
-        if not self.uses_slack:
-            text, blocks = render_digest(digest_id, alerts)
-            return self._write_outbox(digest_id, {"channel": self._addressee(alerts[0]), "text": text, "blocks": blocks} | payload)
-        address = self.address_alert(alerts[0])
-        if isinstance(address, Delivery):
-            return address
-        text, blocks = render_digest(digest_id, alerts, note=address.note)
-        return self._post(address.channel, text, blocks, EVENT_TYPE_DIGEST, payload)
-
     def addressee(self, msg: AlertMessage | ResolvedMessage) -> str:
         """Who an alert is for before any lookup: the owner's email, else the segment's channel."""
         return self._addressee(msg)
@@ -205,10 +173,17 @@ class SlackResource(dg.ConfigurableResource):
             return dataclasses.replace(delivery, reason=f"{address.missing}; posted to {address.channel}")
         return delivery
 
-    def find_alert_post(self, channel: str, alert_id: str, notification_number: int, since: dt.datetime) -> tuple[str, str] | None:
-        """(channel id, ts) of the message posted for this (alert, notification); see `find_post`."""
-        payload = {"alert_id": alert_id, "notification_number": notification_number}
-        return self.find_post(channel, since, EVENT_TYPE_ALERT, payload)
+    def post(self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict) -> Delivery:
+        """Post once; a 429 comes back at once as a failed Delivery with `retry_after` (the caller
+        backs off that channel only), a lost answer as `unsure`."""
+        return self._post(channel, text, blocks, event_type, payload, wait_out_rate_limits=False)
+
+    def write_outbox(self, key: str, content: dict) -> Delivery:
+        return self._write_outbox(key, content)
+
+    def reason(self, err: Exception) -> str:
+        """A short reason for `err`, free of the token."""
+        return self._reason(err)
 
     def find_post(self, channel: str, since: dt.datetime, event_type: str, payload: dict) -> tuple[str, str] | None:
         """(channel id, ts) of a message this app posted to `channel` since `since` (UTC) whose
@@ -286,7 +261,9 @@ class SlackResource(dg.ConfigurableResource):
                 unfurl_media=False,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
-            return dataclasses.replace(self._failed(channel, self._reason(err, posting=True)), retry_after=_retry_after(err))
+            failed = self._failed(channel, self._reason(err))
+            status = "unsure" if _may_have_posted(err) else "failed"
+            return dataclasses.replace(failed, status=status, retry_after=_retry_after(err))
         return Delivery(
             destination="slack",
             channel=str(response.get("channel") or channel),
@@ -346,8 +323,10 @@ class SlackResource(dg.ConfigurableResource):
         return Delivery(destination="slack", channel=channel, status="failed", reason=self._redact(reason))
 
     def _reason(self, err: Exception, posting: bool = False) -> str:
-        """A short reason for `err`, free of the token; `posting` says whether Slack may have posted."""
-        maybe_posted = "; Slack may have posted it" if posting else ""
+        """A short reason for `err`, free of the token. `posting`: for a caller that records a lost
+        answer as `failed` rather than `unsure`, the reason then says that Slack may have posted it."""
+        if posting and _may_have_posted(err):
+            return f"{self._reason(err)}; Slack may have posted it"
         if isinstance(err, SlackApiError):
             status = err.response.status_code
             code = _error_code(err)
@@ -366,9 +345,9 @@ class SlackResource(dg.ConfigurableResource):
                 return f"{code}: create the channel or invite the bot to it"
             return code if _is_code(code) else "unexpected answer from the Slack API"
         if isinstance(err, (TimeoutError, socket.timeout)):
-            return f"no answer within {self.timeout_seconds} s{maybe_posted}"
+            return f"no answer within {self.timeout_seconds} s"
         if isinstance(err, (http.client.RemoteDisconnected, ConnectionError, http.client.IncompleteRead)):
-            return f"connection lost before Slack answered{maybe_posted}"
+            return "connection lost before Slack answered"
         if isinstance(err, URLError):
             cause = err.reason
             if isinstance(cause, (TimeoutError, socket.timeout)):
@@ -425,6 +404,14 @@ class _RateLimitRetry(RateLimitErrorRetryHandler):
             return retry_after is None or int(retry_after) <= MAX_RETRY_AFTER_SECONDS
         except (TypeError, ValueError):
             return False
+
+
+def _may_have_posted(err: Exception) -> bool:
+    """A request whose answer was lost (a timeout or a dropped connection) may have been posted."""
+    if isinstance(err, URLError):
+        return False  # never connected
+    return isinstance(err, (TimeoutError, socket.timeout, http.client.RemoteDisconnected, ConnectionError,
+                            http.client.IncompleteRead))
 
 
 def _alert_metadata(msg: AlertMessage) -> dict:

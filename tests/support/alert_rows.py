@@ -1,7 +1,8 @@
 """A warehouse holding chosen alert rows, for running the real dispatch job without the pipeline.
 
-The rows have the `alerts` asset's schema (`cs_pipeline.logic.alerting.ALERT_SCHEMA`); the
-account_health and dim_accounts rows their messages read are written beside them, and
+The rows have the `alerts` asset's schema (`cs_pipeline.logic.alerting.ALERT_SCHEMA`), with
+everything a message needs (dispatch reads nothing else); account_health and dim_accounts rows
+are written beside them for other readers, and
 `analytics.alert_evaluated_days` says which days the alerts asset has evaluated (the auto-close
 compares an alert's last open day with the latest of them).
 
@@ -37,6 +38,9 @@ def alert(
         "facts": json.dumps({"score": 1.0, "band": "red"}), "message": f"{rule.description} ({account_id})",
         "task_title": f"{rule_id} for {account_id}", "task_steps": json.dumps(["Look", "Call", "Log it"]),
         "task_due_date": day + dt.timedelta(days=rule.task.due_in_days), "task_priority": rule.task.priority,
+        "rule_description": rule.description, "rule_condition": rule.condition, "task_on_resolve": rule.task.on_resolve,
+        "arr": 24000.0, "renewal_date": dt.date(2026, 1, 31), "score": 1.0, "band": "red", "score_7d_ago": 2.0,
+        "score_30d_ago": 3.0, "top_movers": json.dumps([["login_recency", -0.5]]),
     }
 
 

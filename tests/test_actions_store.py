@@ -1,0 +1,72 @@
+"""The actions store on SQLite and on a real PostgreSQL (a fresh database per test): the delivery
+protocol, clicks applied once, closing, and the warehouse's read copy."""
+
+import datetime as dt
+
+import duckdb
+import pytest
+
+from cs_pipeline.actions import notify
+from cs_pipeline.actions import store as tables
+from cs_pipeline.actions.channels import channel_for
+from cs_pipeline.actions.store import ActionsStore
+from cs_pipeline.resources.slack import Delivery, SlackResource
+from tests.support import make_alert_message
+from tests.support.databases import _database
+from tests.support.slack_server import SlackServer
+
+TOKEN = "xoxb-store-test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'actions.sqlite'}"
+        yield ActionsStore(url)
+        ActionsStore.forget(url)
+        return
+    for url in _database("postgres", "PostgreSQL"):  # a fresh database, dropped afterwards
+        yield ActionsStore(url)
+        ActionsStore.forget(url)
+
+
+def test_a_lost_answer_is_settled_in_the_same_dispatch_and_never_posted_twice(store):
+    with SlackServer(users={"alice@example.com": "U001"}, token=TOKEN) as server:
+        slack = SlackResource(bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=0.0)
+        msgs = [make_alert_message(alert_id=f"a{i}") for i in range(3)]
+        server.fail_next("chat.postMessage", 1, "drop_after_accept")
+        counts = notify.send_alerts(store, channel_for(slack), msgs, settle_seconds=0.0)
+        assert (counts.sent, counts.found_posted, counts.failed) == (2, 1, 0) and len(server.messages) == 3
+        rows = {r["alert_id"]: r for r in store.rows(tables.deliveries)}
+        assert {r["status"] for r in rows.values()} == {"sent"} and all(r["attempts"] == 1 for r in rows.values())
+        assert notify.send_alerts(store, channel_for(slack), msgs, settle_seconds=0.0).skipped == 3
+        assert len(server.messages) == 3
+        where = {r["alert_id"]: (r["channel"], r["message_ts"]) for r in store.rows(tables.messages)}
+        assert where == {m["metadata"]["event_payload"]["alert_id"]: (m["channel_id"], m["ts"]) for m in server.messages}
+
+
+def test_an_action_with_a_click_key_is_applied_once_and_tasks_are_created_once(store):
+    assert store.create_tasks([{"task_id": "t1", "alert_id": "a1", "owner_email": "alice@example.com"}]) == 1
+    assert store.create_tasks([{"task_id": "t1", "alert_id": "a1", "owner_email": "alice@example.com"}]) == 0
+    assert store.add_action("a1", "ack", by="U001", action_id="a1:cs_ack:1.2:U001", source="slack")
+    assert not store.add_action("a1", "ack", by="U001", action_id="a1:cs_ack:1.2:U001", source="slack")
+    assert store.add_action("a1", "snooze", until=dt.date(2025, 5, 7))  # a CLI action has no key
+    assert store.add_action("a1", "snooze", until=dt.date(2025, 5, 8))
+    assert [a.action for a in store.actions_by_alert(["a1"])["a1"]] == ["ack", "snooze", "snooze"]
+
+
+def test_closing_and_the_warehouse_read_copy(store, tmp_path):
+    store.record_outcomes(tables.deliveries, [(("a1", 1), Delivery("slack", "D1", "sent", message_ts="1.1"))])
+    store.create_tasks([{"task_id": "t1", "alert_id": "a1", "due_date": dt.date(2025, 5, 1)}])
+    store.mark_open({"a1": dt.date(2025, 4, 28)})
+    store.mark_open({"a1": dt.date(2025, 4, 29)})
+    store.close_alert("a1", "closed", dt.date(2025, 4, 29), dt.date(2025, 4, 30), "done")
+    store.mark_open({"a1": dt.date(2025, 4, 30)})  # a closed alert stays closed
+    [state] = store.rows(tables.alert_state)
+    assert (state["state"], state["last_open_day"], state["closed_on"]) == ("closed", dt.date(2025, 4, 29), dt.date(2025, 4, 30))
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        store.copy_to_warehouse(con)
+        store.copy_to_warehouse(con)  # replaced, not appended
+        assert con.execute("SELECT task_id, status, due_date FROM actions.tasks").fetchall() == [("t1", "done", dt.date(2025, 5, 1))]
+        assert con.execute("SELECT alert_id, status, attempts FROM actions.deliveries").fetchall() == [("a1", "sent", 1)]
+        assert con.execute("SELECT count(*) FROM actions.alert_actions").fetchone() == (0,)
