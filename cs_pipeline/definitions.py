@@ -8,7 +8,8 @@
                                             account_health → crm_writeback (CRM account fields)
     → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks)
 
-    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
+    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call;
+    dead_run_reaper fails runs whose process died and frees their duckdb slot.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
 """
 
@@ -37,6 +38,7 @@ from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
 from cs_pipeline.schedules import daily_pipeline, daily_schedule
 from cs_pipeline.sensors.alerts import alert_dispatch_sensor
+from cs_pipeline.sensors.dead_runs import dead_run_reaper
 from cs_pipeline.sensors.run_failures import run_failure_to_slack
 from cs_pipeline.sinks.config import TaskSinksResource
 
@@ -70,6 +72,6 @@ defs = dg.Definitions(
     assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts, crm_writeback],
     jobs=[daily_pipeline, dispatch_alerts],
     schedules=[daily_schedule],
-    sensors=[alert_dispatch_sensor, run_failure_to_slack],
+    sensors=[alert_dispatch_sensor, run_failure_to_slack, dead_run_reaper],
     resources=resources(),
 )

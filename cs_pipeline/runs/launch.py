@@ -24,7 +24,10 @@ from dagster._core.remote_representation.external import RemoteRepository
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import ModuleTarget
 
-from cs_pipeline.runs.reaper import POOL
+from cs_pipeline.runs.failures import cause_line, failure_summary
+from cs_pipeline.runs.reaper import POOL, dead_reason, free_slots
+
+HEALTH_CHECK_SECONDS = 5.0
 
 LOCATION = "cs_pipeline"
 MODULE = "cs_pipeline.definitions"
@@ -46,6 +49,8 @@ class RunOutcome:
     checks_passed: int = 0
     failed_checks: list[str] = field(default_factory=list)
     failure: str | None = None
+    step_failures: list = field(default_factory=list)
+    run_message: str | None = None
     output_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -63,7 +68,7 @@ def code_location(instance: dg.DagsterInstance) -> Iterator[tuple[WorkspaceReque
         workspace = process_context.create_request_context()
         error = workspace.get_code_location_error(LOCATION)
         if error is not None:
-            raise LaunchError(f"the code location {MODULE} did not load: {_last_line(error)}")
+            raise LaunchError(f"the code location {MODULE} did not load: {cause_line(error)}")
         location = workspace.get_code_location(LOCATION)
         yield workspace, next(iter(location.get_repositories().values()))
 
@@ -118,6 +123,14 @@ def _terminate_on_signal(instance: dg.DagsterInstance, run_id: str) -> Iterator[
         signal.signal(signal.SIGTERM, previous)
 
 
+def _fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """The run's process was killed under us: record it as failed and free its slot, as the reaper would."""
+    reason = dead_reason(instance, run)
+    if reason is not None:
+        instance.report_run_failed(run, f"Marked failed by cs-pipeline: {reason} (killed, e.g. SIGKILL or the OOM killer).")
+        free_slots(instance, run.run_id)
+
+
 def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -133,11 +146,15 @@ def launch_and_wait(
     with _terminate_on_signal(instance, run.run_id):
         instance.launch_run(run.run_id, workspace)
         progress = _Progress(instance, run, say)
+        checked = time.monotonic()
         while True:
             current = instance.get_run_by_id(run.run_id)
             progress.update()
             if current is None or current.is_finished:
                 break
+            if time.monotonic() - checked > HEALTH_CHECK_SECONDS:
+                checked = time.monotonic()
+                _fail_if_dead(instance, current)
             time.sleep(POLL_SECONDS)
         progress.close()
     return outcome(instance, instance.get_run_by_id(run.run_id))
@@ -223,6 +240,8 @@ def outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunOutcome:
         cursor = page.cursor
         if not page.has_more:
             break
+    if not result.success:
+        result.failure = failure_summary(instance, run, result.step_failures, result.run_message).splitlines()[0]
     return result
 
 
@@ -241,17 +260,7 @@ def _collect(result: RunOutcome, entry) -> None:
     elif kind == dg.DagsterEventType.STEP_OUTPUT:
         data = event.step_output_data
         result.output_metadata[event.step_key] = {k: getattr(v, "value", v) for k, v in (data.metadata or {}).items()}
-    elif kind == dg.DagsterEventType.STEP_FAILURE and result.failure is None:
-        error = event.step_failure_data.error if event.step_failure_data else None
-        result.failure = f"step {event.step_key}: {_last_line(error) if error else 'failed'}"
-    elif kind == dg.DagsterEventType.RUN_FAILURE and result.failure is None:
-        result.failure = (entry.message or "the run failed").strip().splitlines()[0]
-
-
-def _last_line(error) -> str:
-    """The innermost cause's last line: the sentence our code raised, not Dagster's wrapping."""
-    cause = error
-    while getattr(cause, "cause", None) is not None:
-        cause = cause.cause
-    lines = (cause.message or error.message or "").strip().splitlines()
-    return lines[-1].strip() if lines else "unknown error"
+    elif kind == dg.DagsterEventType.STEP_FAILURE:
+        result.step_failures.append(event)
+    elif kind == dg.DagsterEventType.RUN_FAILURE:
+        result.run_message = entry.message
