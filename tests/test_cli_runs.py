@@ -97,7 +97,10 @@ def test_a_sigkilled_run_is_reaped_by_the_next_cli_run_which_succeeds(site):
     assert {s.run_id for s in instance.event_log_storage.get_concurrency_info(reaper.POOL).claimed_slots} == {run.run_id}
 
     code, out, err = finish(cli(root))
-    assert code in (0, 3), err  # 3: the planted exports trip two rejected-rows checks on purpose
+    # Exit code 3: the runs succeeded, but the planted exports trip two rejected-rows checks on purpose.
+    assert code == 3, err
+    assert err.strip() == ("cs-pipeline: the runs succeeded, but 2 asset checks failed "
+                           "(raw/accounts rejected_share_below_limit, raw/contracts rejected_share_below_limit)")
     assert f"run {run.run_id[:8]} of daily_pipeline was dead" in out and "1 duckdb slot(s) freed" in out
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert not instance.event_log_storage.get_concurrency_info(reaper.POOL).claimed_slots
