@@ -112,9 +112,11 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     newest = daily_partitions.get_last_partition_key()
     if newest is None or last > dt.date.fromisoformat(newest):
         raise CliError(f"--to {last} is not a complete UTC day yet (the newest partition is {newest})")
-    # The episodes helper extends the range back to the start of episodes still open on `first`
-    # (CONTRACT.md §3). LEAD: wire it here when cs_pipeline.partitions.run_start_needed is on main:
-    # first = partitions.run_start_needed(first, last)
+    # LEAD (merge with the episodes branch): episodes continue from the day before the run, so
+    # wire its call here, before anything is launched (and import run_start_needed above):
+    #     first, extended = run_start_needed(settings.warehouse_path(), first)
+    #     if extended and not quiet:
+    #         print(f"Starting at {first}: {extended}")
 
     instance = _instance()
     say = (lambda *_: None) if quiet else print
