@@ -108,3 +108,23 @@ def test_a_finished_run_still_holding_a_slot_gives_it_back(instance):
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_run_waiting_for_the_slot_says_for_which_run_and_since_when(instance):
+    from cs_pipeline.runs.launch import _Progress
+
+    process = sleeper()
+    try:
+        holder = started_run(instance, process.pid)
+        waiting = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+        assert not instance.event_log_storage.claim_concurrency_slot(reaper.POOL, waiting.run_id, "alerts").is_claimed
+        said: list[str] = []
+        progress = _Progress(instance, waiting, said.append)
+        progress.update()
+        progress.update()  # said once, not on every poll
+    finally:
+        process.kill()
+        process.wait()
+    assert len(said) == 1, said
+    assert said[0].startswith("  alerts waits for the duckdb slot since ") and " UTC: held by noop run " in said[0]
+    assert f"run {holder.run_id[:8]} (step raw__events); Ctrl-C stops this run" in said[0]
