@@ -113,6 +113,25 @@ def test_a_sigkilled_run_is_reaped_by_the_next_cli_run_which_succeeds(site):
     assert runs_of(instance, "dispatch_alerts")[0].remote_job_origin is not None
 
 
+def test_sigterm_terminates_the_cli_run_and_frees_its_slot(site):
+    root, _, instance = site
+    before = {r.run_id for r in runs_of(instance, "daily_pipeline")}
+    process = cli(root)
+    deadline = time.monotonic() + 300
+    run = None
+    while time.monotonic() < deadline and process.poll() is None and run is None:
+        fresh = [r for r in runs_of(instance, "daily_pipeline") if r.run_id not in before and r.status == dg.DagsterRunStatus.STARTED]
+        run = fresh[0] if fresh and reaper.workers(instance, fresh[0])[0] else None
+        time.sleep(0.3)
+    assert run is not None, "the run never started"
+    process.send_signal(signal.SIGTERM)
+    code, _, err = finish(process, timeout=120)
+    assert code == 130, err
+    assert f"SIGTERM: run {run.run_id} was terminated" in err and "Traceback" not in err
+    assert instance.get_run_by_id(run.run_id).status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+    assert run.run_id not in reaper.slot_holders(instance)
+
+
 def tick(location, repo, instance: dg.DagsterInstance, cursor: str | None):
     """One tick of run_failure_to_slack as the daemon runs it: in the code server, with its origin."""
     return location.get_sensor_execution_data(
