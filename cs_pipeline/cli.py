@@ -7,7 +7,6 @@ uses, so a run from the command line and a run from `dagster dev` compute the sa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -130,7 +129,7 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     # One process per run, as before: the duckdb pool runs the steps one at a time anyway, and a
     # process per step would load the definitions once per step.
     log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}, "execution": {"config": {"in_process": {}}}}
-    with _children_write_to(log_file) as started_code_server, launch.code_location(instance) as (workspace, repo):
+    with launch.children_write_to(log_file) as started_code_server, launch.code_location(instance) as (workspace, repo):
         started_code_server()
         tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}
         run = launch.create_run(instance, workspace, repo, "daily_pipeline", tags, log_config)
@@ -158,35 +157,6 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
 
 # Output metadata of the dispatch steps that count deliveries which did not go out.
 FAILED_DELIVERY_FIELDS = (("send_notifications", "failed"), ("close_resolved", "notices_failed"), ("sync_task_sinks", "failed"))
-
-
-@contextlib.contextmanager
-def _children_write_to(log_file: Path):
-    """Point this process's stdout and stderr at the log while the code server starts, so the
-    code server and the runs it starts (dbt, dlt) write there; `started()` restores the terminal."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    restored = False
-
-    def started() -> None:
-        nonlocal restored
-        if not restored:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            restored = True
-
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    try:
-        yield started
-    finally:
-        started()
-        for fd in (log, *saved):
-            os.close(fd)
 
 
 def _raise_if_failed(result, job: str) -> None:

@@ -11,12 +11,14 @@ says what a step waits for in the `duckdb` pool, and terminates the run on Ctrl-
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -56,6 +58,35 @@ class RunOutcome:
     @property
     def success(self) -> bool:
         return self.run.status == dg.DagsterRunStatus.SUCCESS
+
+
+@contextmanager
+def children_write_to(log_file: Path):
+    """Point this process's stdout and stderr at the log while the code server starts, so the
+    code server and the runs it starts (dbt, dlt) write there; `started()` restores the terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    restored = False
+
+    def started() -> None:
+        nonlocal restored
+        if not restored:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            restored = True
+
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        yield started
+    finally:
+        started()
+        for fd in (log, *saved):
+            os.close(fd)
 
 
 @contextmanager
