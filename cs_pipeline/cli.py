@@ -7,7 +7,6 @@ uses, so a run from the command line and a run from `dagster dev` compute the sa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -24,7 +23,15 @@ JOB_LOG_LEVEL = "WARNING"
 
 
 class CliError(Exception):
-    """A reason to stop with a one-line message and a non-zero exit code."""
+    """Bad input or usage: a one-line message and exit code 2."""
+
+
+class RunFailed(Exception):
+    """A launched run failed: a one-line message (step, asset, cause) and exit code 1."""
+
+
+# Exit codes (README, "Command line").
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 # --- environment and instance --------------------------------------------------------------
@@ -83,13 +90,19 @@ def _parse_day(value: str, option: str) -> dt.date:
 
 
 def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[str, Any]:
-    """Materialize every asset for the days first..last in one range run, then dispatch."""
+    """Launch `daily_pipeline` for the days first..last in one range run, then `dispatch_alerts`.
+
+    Both are launched through the instance and the code location, as the UI launches them: they
+    are listed under their job, re-executable from the UI, and `run_failure_to_slack` sees them.
+    """
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
     from cs_pipeline.partitions import daily_partitions
+    from cs_pipeline.runs import launch
+    from cs_pipeline.runs.reaper import reap_dead_runs
 
     if last < first:
         raise CliError(f"--to {last} is before --from {first}")
@@ -99,59 +112,58 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     newest = daily_partitions.get_last_partition_key()
     if newest is None or last > dt.date.fromisoformat(newest):
         raise CliError(f"--to {last} is not a complete UTC day yet (the newest partition is {newest})")
+    # LEAD (merge with the episodes branch): episodes continue from the day before the run, so
+    # wire its call here, before anything is launched (and import run_start_needed above):
+    #     first, extended = run_start_needed(settings.warehouse_path(), first)
+    #     if extended and not quiet:
+    #         print(f"Starting at {first}: {extended}")
 
-    defs = _definitions()
     instance = _instance()
-    log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}}
     say = (lambda *_: None) if quiet else print
+    for dead in reap_dead_runs(instance):
+        say(f"  run {dead.run_id[:8]} of {dead.job_name} was dead ({dead.reason}): marked failed, {dead.freed_slots} duckdb slot(s) freed")
     log_file = settings.warehouse_path().parent / "logs" / f"run-{first}-{last}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     say(f"Running the pipeline for {first} .. {last} ({(last - first).days + 1} days) in one range run")
     say(f"  run log (dbt, dlt, Dagster): {log_file}")
     started = time.monotonic()
-    # dagster-dbt echoes dbt's log lines to stdout; the command's own output stays a summary.
-    with log_file.open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        result = defs.resolve_job_def("daily_pipeline").execute_in_process(
-            instance=instance,
-            run_config=log_config,
-            tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
-            raise_on_error=False,
-        )
-    _raise_if_failed(result, "daily_pipeline")
-    materialized: dict[str, int] = {}
-    for event in result.get_asset_materialization_events():
-        key = event.materialization.asset_key.to_user_string()
-        materialized[key] = materialized.get(key, 0) + 1
-    say(f"  materialized {len(materialized)} assets: {', '.join(sorted(materialized))}")
-    checks = result.get_asset_check_evaluations()
-    failed_checks = [c for c in checks if not c.passed]
-    say(f"  asset checks: {len(checks) - len(failed_checks)} passed, {len(failed_checks)} failed")
-    for check in failed_checks:
-        say(f"    FAILED {check.asset_key.to_user_string()} {check.check_name}")
-    say(f"  pipeline took {time.monotonic() - started:.1f} s")
+    # One process per run, as before: the duckdb pool runs the steps one at a time anyway, and a
+    # process per step would load the definitions once per step.
+    log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}, "execution": {"config": {"in_process": {}}}}
+    with launch.children_write_to(log_file) as started_code_server, launch.code_location(instance) as (workspace, repo):
+        started_code_server()
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}
+        run = launch.create_run(instance, workspace, repo, "daily_pipeline", tags, log_config)
+        say(f"  run {run.run_id} ({settings.webserver_url()}/runs/{run.run_id})")
+        result = launch.launch_and_wait(instance, workspace, run, say)
+        _raise_if_failed(result, "daily_pipeline")
+        say(f"  materialized {len(result.materialized)} assets: {', '.join(sorted(result.materialized))}")
+        say(f"  asset checks: {result.checks_passed} passed, {len(result.failed_checks)} failed")
+        for check in result.failed_checks:
+            say(f"    FAILED {check}")
+        say(f"  pipeline took {time.monotonic() - started:.1f} s")
 
-    dispatch = defs.resolve_job_def("dispatch_alerts").execute_in_process(
-        instance=instance, run_config=log_config, raise_on_error=False
-    )
-    _raise_if_failed(dispatch, "dispatch_alerts")
-    sent = dispatch.output_for_node("send_notifications")
-    created = dispatch.output_for_node("create_tasks")
-    say(f"Dispatch: {created} tasks created, {sent} notifications sent")
-    return {"tasks_created": created, "notifications_sent": sent, "failed_checks": len(failed_checks)}
+        run = launch.create_run(instance, workspace, repo, "dispatch_alerts", {}, log_config)
+        dispatch = launch.launch_and_wait(instance, workspace, run, say)
+        _raise_if_failed(dispatch, "dispatch_alerts")
+    created = dispatch.output_metadata.get("create_tasks", {}).get("tasks_created", 0)
+    sending = dispatch.output_metadata.get("send_notifications", {})
+    failed_deliveries = sum(int(dispatch.output_metadata.get(step, {}).get(name, 0) or 0) for step, name in FAILED_DELIVERY_FIELDS)
+    say(f"Dispatch: {created} tasks created, {sending.get('sent', 0)} notifications sent"
+        + (f", {failed_deliveries} failed" if failed_deliveries else ""))
+    return {"tasks_created": created, "notifications_sent": sending.get("sent", 0), "failed_checks": len(result.failed_checks),
+            "failed_check_names": result.failed_checks, "failed_deliveries": failed_deliveries,
+            "pipeline_run_id": result.run.run_id, "dispatch_run_id": dispatch.run.run_id}
+
+
+# Output metadata of the dispatch steps that count deliveries which did not go out.
+FAILED_DELIVERY_FIELDS = (("send_notifications", "failed"), ("close_resolved", "notices_failed"), ("sync_task_sinks", "failed"))
 
 
 def _raise_if_failed(result, job: str) -> None:
     if result.success:
         return
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            cause = error
-            while cause.cause is not None:
-                cause = cause.cause
-            message = (cause.message or error.message).strip().splitlines()
-            raise CliError(f"{job} failed in step {event.step_key}: {message[-1] if message else 'unknown error'}")
-    raise CliError(f"{job} failed (see the Dagster run {result.run_id})")
+    raise RunFailed(f"{job} failed in {result.failure or 'an unknown step'} (run {result.run.run_id})")
 
 
 # --- reading results -----------------------------------------------------------------------
@@ -291,10 +303,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # A fresh demo: the generated history replaces whatever an earlier demo loaded.
         settings.warehouse_path().unlink()
         _forget_sqlite_actions_store()
-    run_pipeline(summary.start_date, summary.end_date)
+    outcome = run_pipeline(summary.start_date, summary.end_date)
     _summarise()
     backtest_headline()
-    return 0
+    return _exit_code(outcome)
 
 
 def _forget_sqlite_actions_store() -> None:
@@ -333,9 +345,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         raise CliError(f"--data-dir {data_dir}: not a directory")
     os.environ["CS_PIPELINE_DATA_DIR"] = str(data_dir)
-    run_pipeline(_parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to"))
+    outcome = run_pipeline(_parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to"))
     _summarise()
-    return 0
+    return _exit_code(outcome)
+
+
+def _exit_code(outcome: dict[str, Any]) -> int:
+    """0 when all is well; 3, with one line saying what, when the runs succeeded but something did not."""
+    problems = []
+    if outcome["failed_deliveries"]:
+        problems.append(f"{outcome['failed_deliveries']} deliveries failed (the sensor or the next run retries them; "
+                        "`cs-pipeline alerts` shows why)")
+    if outcome["failed_checks"]:
+        problems.append(f"{outcome['failed_checks']} asset checks failed ({', '.join(outcome['failed_check_names'][:3])}"
+                        + (", ..." if outcome["failed_checks"] > 3 else "") + ")")
+    if not problems:
+        return EXIT_OK
+    print(f"cs-pipeline: the runs succeeded, but {'; '.join(problems)}", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -510,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warehouse", default=None, help=f"the DuckDB file (default: $CS_PIPELINE_WAREHOUSE, else {settings.DEFAULT_WAREHOUSE})"
     )
     common.add_argument("--config", default=None, help="folder with health_model.yaml and rules.yaml (default: the shipped ones)")
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error (or set CS_PIPELINE_DEBUG=1)")
 
     parser = argparse.ArgumentParser(prog="cs-pipeline", description="Early alerts for Customer Success teams.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -562,23 +590,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cs_pipeline.runs.launch import Interrupted, LaunchError
+
     args = build_parser().parse_args(argv)
+    debug = args.debug or bool(os.environ.get("CS_PIPELINE_DEBUG"))
     try:
         _apply_common(args)
         return args.func(args)
     except CliError as exc:
+        if debug:
+            raise
         print(f"cs-pipeline: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except (RunFailed, LaunchError) as exc:
+        if debug:
+            raise
+        print(f"cs-pipeline: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_FAILED
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(f"cs-pipeline: {exc or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, OSError) as exc:
+        if debug:
+            raise
         # ConfigError and SourceFileError are ValueErrors/OSErrors with a file-and-line message.
         print(f"cs-pipeline: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except Exception as exc:
-        if os.environ.get("CS_PIPELINE_DEBUG"):
+        if debug:
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"cs-pipeline: unexpected {type(exc).__name__}: {first} (CS_PIPELINE_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        print(f"cs-pipeline: unexpected {type(exc).__name__}: {first} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

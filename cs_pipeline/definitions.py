@@ -12,7 +12,8 @@
     → evaluation      alerts, marts.fct_term_outcomes → health_backtest (score and rules against churn;
                       unpartitioned, so every daily_pipeline run recomputes it after its alerts)
 
-    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
+    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call;
+    dead_run_reaper fails runs whose process died and frees their duckdb slot.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
 """
 
@@ -43,6 +44,7 @@ from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
 from cs_pipeline.schedules import daily_pipeline, daily_schedule
 from cs_pipeline.sensors.alerts import alert_dispatch_sensor
+from cs_pipeline.sensors.dead_runs import dead_run_reaper
 from cs_pipeline.sensors.run_failures import run_failure_to_slack
 from cs_pipeline.sinks.config import TaskSinksResource
 
@@ -87,6 +89,6 @@ defs = dg.Definitions(
             health_backtest],
     jobs=[daily_pipeline, dispatch_alerts],
     schedules=[daily_schedule],
-    sensors=[alert_dispatch_sensor, run_failure_to_slack],
+    sensors=[alert_dispatch_sensor, run_failure_to_slack, dead_run_reaper],
     resources=resources(),
 )

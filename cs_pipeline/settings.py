@@ -65,6 +65,11 @@ def outbox_dir() -> Path:
     return Path(_env("CS_PIPELINE_OUTBOX", default)).resolve()
 
 
+def webserver_url() -> str:
+    """The Dagster UI's address for links in messages and output (`DAGSTER_WEBSERVER_URL`, default localhost)."""
+    return _env("DAGSTER_WEBSERVER_URL", "http://localhost:3000").rstrip("/")
+
+
 def partitions_start_date() -> str:
     """First daily partition (`CS_PIPELINE_START_DATE`, `YYYY-MM-DD`)."""
     value = _env("CS_PIPELINE_START_DATE", DEFAULT_START_DATE)

@@ -1,11 +1,12 @@
-"""Tell the on-call channel about every failed run, with its partition and a link to it."""
+"""Tell the on-call channel about every failed run: which step, asset, partition, file and cause, and a link."""
 
-
-import os
+from __future__ import annotations
 
 import dagster as dg
 
+from cs_pipeline import settings
 from cs_pipeline.resources.slack import SlackResource
+from cs_pipeline.runs.failures import failure_summary
 
 
 def _partition(run: dg.DagsterRun) -> str | None:
@@ -18,12 +19,12 @@ def _partition(run: dg.DagsterRun) -> str | None:
 
 @dg.run_failure_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts each failed run (job, partition, error, link) to the on-call Slack channel.",
+    description="Posts each failed run (step, asset, partition, file and cause, link) to the on-call Slack channel.",
 )
 def run_failure_to_slack(context: dg.RunFailureSensorContext, slack: SlackResource):
     run = context.dagster_run
-    base_url = os.environ.get("DAGSTER_WEBSERVER_URL", "http://localhost:3000").rstrip("/")
-    error = context.failure_event.message or "run failed"
-    delivery = slack.deliver_run_failure(run.job_name, run.run_id, _partition(run), error, f"{base_url}/runs/{run.run_id}")
+    error = failure_summary(context.instance, run, context.get_step_failure_events(), context.failure_event.message)
+    run_url = f"{settings.webserver_url()}/runs/{run.run_id}"
+    delivery = slack.deliver_run_failure(run.job_name, run.run_id, _partition(run), error, run_url)
     if delivery.status != "sent":
         context.log.warning(f"could not tell the on-call channel about run {run.run_id}: {delivery.reason}")
