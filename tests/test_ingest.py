@@ -165,7 +165,10 @@ def test_an_unchanged_export_is_skipped_and_a_changed_one_reloaded(tmp_path, ins
     rewrite_csv(data / "users.csv", lambda row: {**row, "email": row["email"].upper()})
     changed = load_snapshots(tmp_path, instance)
     assert load_kinds(changed) == {**dict.fromkeys(ALL_LOADED, "skipped"), "users": "loaded"}
-    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> upper(email)") == [(0,)]
+    # raw.users keeps every version (scd2): the new ones are current, the old ones retired.
+    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> upper(email) AND _dlt_valid_to IS NULL") == [(0,)]
+    retired = sql(tmp_path, "SELECT count(*) FROM raw.users WHERE _dlt_valid_to IS NOT NULL")[0][0]
+    assert retired == sql(tmp_path, "SELECT count(*) FROM raw.users WHERE _dlt_valid_to IS NULL")[0][0] > 0
 
     # Contracts are checked against accounts: a new accounts export reloads both, and the
     # contracts of an account that left the export are now rejected.
@@ -204,7 +207,7 @@ def test_a_failed_or_tampered_load_is_never_taken_as_done(tmp_path, instance, mo
     os.utime(users, ns=(original_stat.st_atime_ns, original_stat.st_mtime_ns))
     recovered = load_snapshots(tmp_path, instance)
     assert load_kinds(recovered)["users"] == "loaded"
-    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> lower(email)") == [(0,)]
+    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> lower(email) AND _dlt_valid_to IS NULL") == [(0,)]
 
     # A table changed behind the pipeline's back (rows deleted by hand) is reloaded too.
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:

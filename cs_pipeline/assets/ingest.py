@@ -1,7 +1,10 @@
 """Ingestion: the sources into the warehouse's `raw` schema.
 
-Snapshot entities (accounts, contracts, ...) are one multi-asset: a full export replaces each
-table in one dlt run, and an export file unchanged since its last successful load is skipped.
+Snapshot entities (accounts, contracts, ...) are one multi-asset loaded in one dlt run, and an
+export file unchanged since its last successful load is skipped. Accounts and users keep their
+history (dlt's `scd2` merge strategy): each load retires the versions that changed or vanished
+and adds the new ones, valid from the load's effective time (`settings.load_time()`); the other
+snapshots are replaced whole.
 Events are daily partitions: a run reads exactly its days' folders, keeps one row per event_id
 and day, and replaces those days of `raw.events` in one DuckDB transaction, so a re-run never
 duplicates and a failed run leaves no half-written day behind. Events skip dlt: its Arrow path
@@ -76,6 +79,55 @@ def _dlt_pipeline(warehouse: WarehouseResource, name: str) -> dlt.Pipeline:
     if pipeline.has_pending_data:
         pipeline.abort_packages()
     return pipeline
+
+
+# --- history: SCD2 of the entities whose attributes change from load to load -------------------
+
+HISTORIZED = ("accounts", "users")
+VALID_FROM, VALID_TO = "_dlt_valid_from", "_dlt_valid_to"
+ROW_HASH = "_row_hash"
+
+
+def _scd2(boundary: dt.datetime) -> dict[str, object]:
+    """dlt's scd2 merge: versions identified by `ROW_HASH`, valid from `boundary` (naive UTC)."""
+    return {
+        "disposition": "merge",
+        "strategy": "scd2",
+        "validity_column_names": [VALID_FROM, VALID_TO],
+        "boundary_timestamp": boundary.replace(tzinfo=dt.timezone.utc),
+        "row_version_column_name": ROW_HASH,
+    }
+
+
+def _with_row_hash(con, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `ROW_HASH`: the md5 of every column but `source_file`, in name order.
+
+    dlt hashes rows only on its JSON path; this hash is stable across versions of polars and
+    DuckDB, so an unchanged row is never recorded as a new version. The file a row was read from
+    and the exports' column order are not part of the record."""
+    columns = sorted(c for c in frame.columns if c != "source_file")
+    fields = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in columns)
+    con.register("_versions", frame.to_arrow())
+    try:
+        hashes = con.execute(f"SELECT md5(concat_ws(chr(31), {fields})) AS {ROW_HASH} FROM _versions").pl()
+    finally:
+        con.unregister("_versions")
+    return frame.with_columns(hashes[ROW_HASH])
+
+
+def _has_history(con, entity: str) -> bool:
+    """The raw table holds versions (a table of an earlier release was replaced whole on each load)."""
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? AND column_name = ?",
+        [RAW, entity, VALID_TO],
+    ).fetchone()[0])
+
+
+def _snapshot_resource(entity: str, frame: pl.DataFrame, boundary: dt.datetime):
+    if entity in HISTORIZED:
+        hints = {**_column_hints(entity), ROW_HASH: {"data_type": "text", "nullable": False}}
+        return dlt.resource(frame.to_arrow(), name=entity, write_disposition=_scd2(boundary), columns=hints)
+    return dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_column_hints(entity))
 
 
 def _run_dlt(pipeline: dlt.Pipeline, resources: list, expected: dict[str, int]) -> None:
@@ -204,7 +256,12 @@ def _last_snapshot_loads(con) -> dict[str, LoadRecord]:
         record = LoadRecord(**row)
         if record.status != LOADED or record.entity not in SNAPSHOT_ENTITIES or not table_exists(con, RAW, record.entity):
             continue
-        if con.execute(f"SELECT count(*) FROM {RAW}.{record.entity}").fetchone()[0] == record.rows_loaded:
+        current = ""
+        if record.entity in HISTORIZED:
+            if not _has_history(con, record.entity):
+                continue
+            current = f" WHERE {VALID_TO} IS NULL"
+        if con.execute(f"SELECT count(*) FROM {RAW}.{record.entity}{current}").fetchone()[0] == record.rows_loaded:
             trusted[record.entity] = record
     return trusted
 
@@ -283,7 +340,11 @@ class SnapshotsConfig(dg.Config):
 def raw_snapshots(
     context: dg.AssetExecutionContext, config: SnapshotsConfig, warehouse: WarehouseResource, source: SourcesResource
 ):
-    """Full exports of every non-event entity, replaced in one dlt run.
+    """Full exports of every non-event entity, loaded in one dlt run.
+
+    Accounts and users are merged as versions (scd2): a row that changed or left the export is
+    retired, valid until this load's effective time, and its new version is valid from it; the
+    other entities' tables are replaced.
 
     An export file that is unchanged since its last successful load (same path, size and
     modification time, see `FilesConnector.fingerprint`) is neither read nor loaded again: its
@@ -322,19 +383,23 @@ def raw_snapshots(
 
     if results:
         started_at = _utc_now()
+        boundary = settings.load_time()
         records = {e: LoadRecord.of(e, LoadStats.of([r]), _run_id(context), started_at, fingerprint=fingerprints[e]) for e, r in results.items()}
+        loadable = {e: r.valid for e, r in results.items() if r.valid.height}
         with warehouse.connect() as con:
             # Marked as started first: a load that fails past this point is never taken as done.
             for record in records.values():
                 _record_load(con, record, status=LOADING)
+            for entity in [e for e in HISTORIZED if e in results]:
+                if table_exists(con, RAW, entity) and not _has_history(con, entity):
+                    context.log.info(f"{entity}: the table of an earlier release holds no history; its history starts with this load")
+                    con.execute(f"DROP TABLE {RAW}.{entity}")
+                if entity in loadable:
+                    loadable[entity] = _with_row_hash(con, loadable[entity])
         pipeline = _dlt_pipeline(warehouse, "cs_pipeline_snapshots")
-        loadable = {e: r.valid for e, r in results.items() if r.valid.height}
         _run_dlt(
             pipeline,
-            [
-                dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_column_hints(entity))
-                for entity, frame in loadable.items()
-            ],
+            [_snapshot_resource(entity, frame, boundary) for entity, frame in loadable.items()],
             {entity: frame.height for entity, frame in loadable.items()},
         )
         with warehouse.connect() as con:
@@ -342,7 +407,7 @@ def raw_snapshots(
             try:
                 for entity, result in results.items():
                     if result.valid.height == 0:
-                        _empty_table(con, entity, result.valid)
+                        _empty_table(con, entity, result.valid, boundary)
                 _replace_rejected(con, pl.concat([r.rejected for r in results.values()]), list(results))
                 for record in records.values():
                     _record_load(con, record)
@@ -404,14 +469,20 @@ def _unchanged_stats(warehouse: WarehouseResource, last: "LoadRecord") -> tuple[
     return stats, metadata
 
 
-def _empty_table(con, entity: str, frame: pl.DataFrame) -> None:
-    """An export with no usable rows still leaves its table (empty) so staging can build."""
+def _empty_table(con, entity: str, frame: pl.DataFrame, boundary: dt.datetime) -> None:
+    """An export with no usable rows still leaves its table (empty) so staging can build; a
+    historized entity keeps its versions, the current ones retired at `boundary`."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW}")
+    historized = entity in HISTORIZED
     if table_exists(con, RAW, entity):
-        con.execute(f"DELETE FROM {RAW}.{entity}")
+        if historized:
+            con.execute(f"UPDATE {RAW}.{entity} SET {VALID_TO} = ? WHERE {VALID_TO} IS NULL", [boundary.replace(tzinfo=dt.timezone.utc)])
+        else:
+            con.execute(f"DELETE FROM {RAW}.{entity}")
     else:
+        versions = f", NULL::VARCHAR AS {ROW_HASH}, NULL::TIMESTAMPTZ AS {VALID_FROM}, NULL::TIMESTAMPTZ AS {VALID_TO}" if historized else ""
         con.register("_empty", frame.to_arrow())
-        con.execute(f"CREATE TABLE {RAW}.{entity} AS SELECT * FROM _empty")
+        con.execute(f"CREATE TABLE {RAW}.{entity} AS SELECT *{versions} FROM _empty")
         con.unregister("_empty")
 
 
