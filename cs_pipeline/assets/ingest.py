@@ -4,7 +4,7 @@ Snapshot entities (accounts, contracts, ...) are one multi-asset loaded in one d
 export file unchanged since its last successful load is skipped. Accounts and users keep their
 history (dlt's `scd2` merge strategy): each load retires the versions that changed or vanished
 and adds the new ones, valid from the load's effective time (`settings.load_time()`); the other
-snapshots are replaced whole.
+snapshots are replaced whole (`assets/scd2.py`).
 Events are daily partitions: a run reads exactly its days' folders, keeps one row per event_id
 and day, and replaces those days of `raw.events` in one DuckDB transaction, so a re-run never
 duplicates and a failed run leaves no half-written day behind. Events skip dlt: its Arrow path
@@ -28,6 +28,7 @@ from dagster._core.errors import DagsterInvalidPropertyError
 from pydantic import Field
 
 from cs_pipeline import settings
+from cs_pipeline.assets.scd2 import HISTORIZED, ROW_HASH, VALID_TO, has_history, retire_all, scd2_disposition, with_row_hash
 from cs_pipeline.logic.contract import (
     ENTITIES,
     REJECTED_SCHEMA,
@@ -81,52 +82,10 @@ def _dlt_pipeline(warehouse: WarehouseResource, name: str) -> dlt.Pipeline:
     return pipeline
 
 
-# --- history: SCD2 of the entities whose attributes change from load to load -------------------
-
-HISTORIZED = ("accounts", "users")
-VALID_FROM, VALID_TO = "_dlt_valid_from", "_dlt_valid_to"
-ROW_HASH = "_row_hash"
-
-
-def _scd2(boundary: dt.datetime) -> dict[str, object]:
-    """dlt's scd2 merge: versions identified by `ROW_HASH`, valid from `boundary` (naive UTC)."""
-    return {
-        "disposition": "merge",
-        "strategy": "scd2",
-        "validity_column_names": [VALID_FROM, VALID_TO],
-        "boundary_timestamp": boundary.replace(tzinfo=dt.timezone.utc),
-        "row_version_column_name": ROW_HASH,
-    }
-
-
-def _with_row_hash(con, frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with `ROW_HASH`: the md5 of every column but `source_file`, in name order.
-
-    dlt hashes rows only on its JSON path; this hash is stable across versions of polars and
-    DuckDB, so an unchanged row is never recorded as a new version. The file a row was read from
-    and the exports' column order are not part of the record."""
-    columns = sorted(c for c in frame.columns if c != "source_file")
-    fields = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in columns)
-    con.register("_versions", frame.to_arrow())
-    try:
-        hashes = con.execute(f"SELECT md5(concat_ws(chr(31), {fields})) AS {ROW_HASH} FROM _versions").pl()
-    finally:
-        con.unregister("_versions")
-    return frame.with_columns(hashes[ROW_HASH])
-
-
-def _has_history(con, entity: str) -> bool:
-    """The raw table holds versions (a table of an earlier release was replaced whole on each load)."""
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? AND column_name = ?",
-        [RAW, entity, VALID_TO],
-    ).fetchone()[0])
-
-
 def _snapshot_resource(entity: str, frame: pl.DataFrame, boundary: dt.datetime):
     if entity in HISTORIZED:
         hints = {**_column_hints(entity), ROW_HASH: {"data_type": "text", "nullable": False}}
-        return dlt.resource(frame.to_arrow(), name=entity, write_disposition=_scd2(boundary), columns=hints)
+        return dlt.resource(frame.to_arrow(), name=entity, write_disposition=scd2_disposition(boundary), columns=hints)
     return dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_column_hints(entity))
 
 
@@ -258,7 +217,7 @@ def _last_snapshot_loads(con) -> dict[str, LoadRecord]:
             continue
         current = ""
         if record.entity in HISTORIZED:
-            if not _has_history(con, record.entity):
+            if not has_history(con, RAW, record.entity):
                 continue
             current = f" WHERE {VALID_TO} IS NULL"
         if con.execute(f"SELECT count(*) FROM {RAW}.{record.entity}{current}").fetchone()[0] == record.rows_loaded:
@@ -391,11 +350,11 @@ def raw_snapshots(
             for record in records.values():
                 _record_load(con, record, status=LOADING)
             for entity in [e for e in HISTORIZED if e in results]:
-                if table_exists(con, RAW, entity) and not _has_history(con, entity):
+                if table_exists(con, RAW, entity) and not has_history(con, RAW, entity):
                     context.log.info(f"{entity}: the table of an earlier release holds no history; its history starts with this load")
                     con.execute(f"DROP TABLE {RAW}.{entity}")
                 if entity in loadable:
-                    loadable[entity] = _with_row_hash(con, loadable[entity])
+                    loadable[entity] = with_row_hash(con, loadable[entity])
         pipeline = _dlt_pipeline(warehouse, "cs_pipeline_snapshots")
         _run_dlt(
             pipeline,
@@ -473,16 +432,13 @@ def _empty_table(con, entity: str, frame: pl.DataFrame, boundary: dt.datetime) -
     """An export with no usable rows still leaves its table (empty) so staging can build; a
     historized entity keeps its versions, the current ones retired at `boundary`."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW}")
-    historized = entity in HISTORIZED
-    if table_exists(con, RAW, entity):
-        if historized:
-            con.execute(f"UPDATE {RAW}.{entity} SET {VALID_TO} = ? WHERE {VALID_TO} IS NULL", [boundary.replace(tzinfo=dt.timezone.utc)])
-        else:
-            con.execute(f"DELETE FROM {RAW}.{entity}")
+    if entity in HISTORIZED:
+        retire_all(con, RAW, entity, frame, boundary)
+    elif table_exists(con, RAW, entity):
+        con.execute(f"DELETE FROM {RAW}.{entity}")
     else:
-        versions = f", NULL::VARCHAR AS {ROW_HASH}, NULL::TIMESTAMPTZ AS {VALID_FROM}, NULL::TIMESTAMPTZ AS {VALID_TO}" if historized else ""
         con.register("_empty", frame.to_arrow())
-        con.execute(f"CREATE TABLE {RAW}.{entity} AS SELECT *{versions} FROM _empty")
+        con.execute(f"CREATE TABLE {RAW}.{entity} AS SELECT * FROM _empty")
         con.unregister("_empty")
 
 
