@@ -3,7 +3,9 @@
 import datetime as dt
 
 import polars as pl
+import pytest
 
+from cs_pipeline.logic import history
 from cs_pipeline.logic.history import FIRST_DAY, accounts_on_days, as_of, seats
 
 D = dt.date
@@ -67,7 +69,9 @@ def test_an_account_without_terms_is_a_trial_and_a_frame_without_history_holds_o
     assert set(_by_day(accounts_on_days(unrecorded.lazy(), TERMS.lazy(), DAYS[:2]), "status").values()) == {("trial",)}
 
 
-def test_seats_count_the_users_of_the_account_on_each_day():
+@pytest.mark.parametrize("few_days", [8, 0], ids=["one_pass", "running_sum"])
+def test_seats_count_the_users_of_the_account_on_each_day(few_days, monkeypatch):
+    monkeypatch.setattr(history, "FEW_DAYS", few_days)
     users = pl.DataFrame(
         {
             "account_id": ["A", "A", "A", "B", "A"],

@@ -24,6 +24,9 @@ import polars as pl
 
 FIRST_DAY = dt.date(1900, 1, 1)
 HISTORY_COLUMNS = ("valid_from", "valid_to", "recorded_from", "is_current")
+# Up to this many days, seats are counted for each day in one pass over the users; beyond it
+# from the running sum of the changes (which costs a sort, but not a pass per day).
+FEW_DAYS = 8
 
 
 def versions(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -93,9 +96,12 @@ def accounts_on_days(accounts: pl.LazyFrame, terms: pl.LazyFrame, dates: Sequenc
     """Each account's attributes valid on each of `dates` (its columns, then partition_date),
     with the status of that day when `accounts` has one."""
     columns = [c for c in accounts.collect_schema().names() if c not in HISTORY_COLUMNS]
+    if "status" in columns:
+        # Joined to the versions, before they are spread over the days: a row per version.
+        accounts = accounts.join(account_terms(terms), on="account_id", how="left")
     on_days = as_of(accounts, dates)
     if "status" in columns:
-        on_days = on_days.join(account_terms(terms), on="account_id", how="left").with_columns(status_on_day())
+        on_days = on_days.with_columns(status_on_day())
     return on_days.select(*columns, "partition_date")
 
 
@@ -104,46 +110,68 @@ def seats(users: pl.LazyFrame, dates: Sequence[dt.date]) -> pl.LazyFrame:
     `dates`: users whose version on that day belongs to the account, created by then and not
     deactivated by then (assigned), and of those the activated ones.
 
-    Each user version is a span of days [start, end) as an assigned seat and another as an
-    activated one; the seats of a day are the spans begun minus the spans ended by it: a sum
-    over the changes, not a scan of every user for every day."""
+    Each user version is a span of the run's days as an assigned seat [first, end) and as an
+    activated one [activated, end), as day indexes. Users with the same spans are counted
+    together, and the seats of a day are the spans begun minus the spans ended by it (a running
+    sum per account): never a scan of every user for every day."""
     days = pl.Series(sorted(set(dates)), dtype=pl.Date)
     n = len(days)
+    start = pl.max_horizontal("valid_from", pl.col("created_at").dt.date())
     spans = (
         versions(users)
         .select(
             "account_id",
-            pl.max_horizontal("valid_from", pl.col("created_at").dt.date()).alias("start"),
-            pl.min_horizontal("valid_to", pl.col("deactivated_at").dt.date()).alias("end"),
-            pl.col("activated_at").dt.date().alias("activated"),
+            start.alias("_start"),
+            pl.min_horizontal("valid_to", pl.col("deactivated_at").dt.date()).alias("_stop"),
+            pl.when(pl.col("activated_at").is_not_null()).then(pl.max_horizontal(start, pl.col("activated_at").dt.date())).alias("_activated"),
         )
-        .filter(pl.col("end").is_null() | (pl.col("end") > pl.col("start")))
-        .with_columns(pl.max_horizontal("start", "activated").alias("activated_start"))
-    )
-    changes = pl.concat([
-        spans.select("account_id", pl.col("start").alias("day"), pl.lit(1).alias("assigned"), pl.lit(0).alias("activated")),
-        spans.select("account_id", pl.col("end").alias("day"), pl.lit(-1).alias("assigned"), pl.lit(0).alias("activated")),
-        spans.filter(pl.col("activated").is_not_null() & (pl.col("end").is_null() | (pl.col("activated_start") < pl.col("end"))))
         .select(
             "account_id",
-            pl.concat_list(pl.col("activated_start"), pl.col("end")).alias("day"),
-            pl.lit(0).alias("assigned"),
-            pl.lit([1, -1]).alias("activated"),
+            _day_index(days, "_start", 0).alias("first"),
+            _day_index(days, "_stop", n).alias("end"),
+            _day_index(days, "_activated", n).alias("activated"),
         )
-        .explode("day", "activated"),
-    ], how="vertical_relaxed")
+        .filter(pl.col("first") < pl.col("end"))
+    )
+    if n <= FEW_DAYS:
+        return _seats_of_few_days(spans, days)
+    spans = spans.group_by("account_id", "first", "end", "activated").agg(pl.len().cast(pl.Int64).alias("users"))
+    zero = pl.lit(0, pl.Int64)
+    activated = spans.filter(pl.col("activated") < pl.col("end"))
+    changes = pl.concat([
+        spans.select("account_id", pl.col("first").alias("_first"), pl.col("users").alias("assigned"), zero.alias("activated")),
+        spans.select("account_id", pl.col("end").alias("_first"), (-pl.col("users")).alias("assigned"), zero.alias("activated")),
+        activated.select("account_id", pl.col("activated").alias("_first"), zero.alias("assigned"), pl.col("users").alias("activated")),
+        activated.select("account_id", pl.col("end").alias("_first"), zero.alias("assigned"), (-pl.col("users")).alias("activated")),
+    ])
     return (
-        changes.filter(pl.col("day").is_not_null())
-        .with_columns(_day_index(days, "day", n).alias("_first"))
-        .filter(pl.col("_first") < n)
+        changes.filter(pl.col("_first") < n)
         .group_by("account_id", "_first")
         .agg(pl.col("assigned").sum(), pl.col("activated").sum())
         .sort("account_id", "_first")
         .with_columns(
-            pl.col("assigned").cum_sum().over("account_id").cast(pl.Int64).alias("assigned_users"),
-            pl.col("activated").cum_sum().over("account_id").cast(pl.Int64).alias("activated_users"),
+            pl.col("assigned").cum_sum().over("account_id").alias("assigned_users"),
+            pl.col("activated").cum_sum().over("account_id").alias("activated_users"),
             pl.col("_first").shift(-1, fill_value=n).over("account_id").alias("_end"),
         )
         .pipe(_spread, days, "_first", "_end")
         .select("account_id", "partition_date", "assigned_users", "activated_users")
     )
+
+
+def _seats_of_few_days(spans: pl.LazyFrame, days: pl.Series) -> pl.LazyFrame:
+    """`seats` for a run of a few days (a daily run): one pass over the users counts every
+    day's seats at once, cheaper than sorting the changes."""
+    counts = spans.group_by("account_id").agg(
+        *[((pl.col("first") <= i) & (pl.col("end") > i)).sum().alias(f"assigned_{i}") for i in range(len(days))],
+        *[((pl.col("activated") <= i) & (pl.col("end") > i)).sum().alias(f"activated_{i}") for i in range(len(days))],
+    )
+    return pl.concat([
+        counts.select(
+            "account_id",
+            pl.lit(day, pl.Date).alias("partition_date"),
+            pl.col(f"assigned_{i}").cast(pl.Int64).alias("assigned_users"),
+            pl.col(f"activated_{i}").cast(pl.Int64).alias("activated_users"),
+        )
+        for i, day in enumerate(days)
+    ])
