@@ -2,6 +2,7 @@
 
     raw (dlt)         raw/accounts ... raw/engagements (one multi-asset), raw/events (daily)
     → dbt             staging.stg_raw__*, marts.fct_contract_terms, marts.dim_accounts,
+                      marts.dim_accounts_history, dim_users_history (what was true on each day),
                       marts.fct_user_daily_activity → fct_account_daily_activity,
                       fct_user_monthly_activity (daily)
     → polars (daily)  account_daily_usage → account_health → alerts

@@ -96,6 +96,15 @@ def today() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
+def load_time() -> dt.datetime:
+    """When a snapshot load takes effect (the validity start of the versions it records), naive
+    UTC: now, or the start of the day `CS_PIPELINE_TODAY` names, so a replay loads each version
+    "on" its day."""
+    if os.environ.get("CS_PIPELINE_TODAY", "").strip():
+        return dt.datetime.combine(today(), dt.time())
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 def is_live(partition_date: dt.date) -> bool:
     """A partition is live when it is at most `live_window_days` before today."""
     return partition_date >= today() - dt.timedelta(days=live_window_days())

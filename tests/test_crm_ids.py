@@ -34,6 +34,14 @@ def test_ids_from_another_table_trimmed_and_empty_or_missing_as_none(con):
     assert mapping.source == "main.crm.sf_id"
 
 
+def test_ids_from_raw_accounts_are_those_of_the_current_versions(con):
+    """raw.accounts keeps every version of an account (dlt scd2): the current one holds the id."""
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.accounts (account_id VARCHAR, sf_id VARCHAR, _dlt_valid_to TIMESTAMPTZ)")
+    con.execute("INSERT INTO raw.accounts VALUES ('acc_1', 'retired', '2025-03-01 00:00:00+00'), ('acc_1', '001A', NULL)")
+    assert CrmIdMapping(crm_id_column="sf_id", crm_id_table="raw.accounts").lookup(con, ["acc_1"]) == {"acc_1": "001A"}
+
+
 def test_ids_from_account_health_on_a_day_or_the_latest_row(con):
     mapping = CrmIdMapping(crm_id_column="crm_ref")
     assert mapping.lookup(con, ["acc_1", "acc_2", "acc_3"], dt.date(2025, 4, 29)) == {

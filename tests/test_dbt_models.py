@@ -126,6 +126,20 @@ EVENTS = [
     _event("E7", "A1", "U1", "login", T(2025, 1, 3, 7)),
 ]
 
+# History (dlt's scd2 validity columns, UTC): the first load on 2024-12-01 recorded every row;
+# on 2025-01-10 a morning load changed A1 and an evening load changed it again (the morning
+# version held on no whole day), and U2 moved from A2 to A1.
+UTC = dt.timezone.utc
+FIRST_LOAD, MORNING, EVENING = T(2024, 12, 1, 6, tzinfo=UTC), T(2025, 1, 10, 6, tzinfo=UTC), T(2025, 1, 10, 18, tzinfo=UTC)
+CURRENT_FROM = {"A1": EVENING, "U2": MORNING}
+RETIRED: dict[str, list[tuple]] = {
+    "accounts": [
+        ("A1", "Acme", "smb", "old@vendor.test", "starter", 5, "trial", T(2023, 12, 1, 9), FIRST_LOAD, MORNING),
+        ("A1", "Acme", "mid_market", "old@vendor.test", "pro", 8, "active", T(2023, 12, 1, 9), MORNING, EVENING),
+    ],
+    "users": [("U2", "A2", "u2@acme.test", "member", T(2024, 1, 2), None, None, FIRST_LOAD, MORNING)],
+}
+
 RAW_ROWS: dict[str, list[tuple]] = {
     "accounts": ACCOUNTS,
     "contracts": CONTRACTS,
@@ -139,14 +153,22 @@ RAW_ROWS: dict[str, list[tuple]] = {
 
 
 def write_raw(warehouse: Path, rows: dict[str, list[tuple]]) -> None:
+    """The raw layer as ingestion leaves it. Accounts and users hold versions (dlt's scd2 merge):
+    each row of theirs is current and recorded by the first load unless `CURRENT_FROM` names its
+    load; the retired versions in `RETIRED` are added."""
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create schema if not exists raw")
         for table, columns in RAW_COLUMNS.items():
             ddl = ", ".join(f"{name} {type_}" for name, type_ in columns.items())
-            con.execute(f"create or replace table raw.{table} ({ddl}, _dlt_load_id VARCHAR, _dlt_id VARCHAR)")
-            placeholders = ", ".join("?" for _ in range(len(columns) + 2))
+            scd2 = ", _row_hash VARCHAR, _dlt_valid_from TIMESTAMPTZ, _dlt_valid_to TIMESTAMPTZ" if table in RETIRED else ""
+            con.execute(f"create or replace table raw.{table} ({ddl}, _dlt_load_id VARCHAR, _dlt_id VARCHAR{scd2})")
             data = [(*row, LOAD_ID, f"{table}-{i}") for i, row in enumerate(rows[table])]
+            if table in RETIRED:
+                data = [(*row, f"hash-{row[0]}-{i}", CURRENT_FROM.get(row[0], FIRST_LOAD), None) for i, row in enumerate(data)]
+                data += [(*row, LOAD_ID, f"{table}-old-{i}", f"old-{row[0]}-{i}", start, end)
+                         for i, (*row, start, end) in enumerate(RETIRED[table])]
             if data:
+                placeholders = ", ".join("?" for _ in range(len(data[0])))
                 con.executemany(f"insert into raw.{table} values ({placeholders})", data)
 
 
@@ -231,15 +253,19 @@ def test_snapshot_build_passes_every_test_and_leaves_daily_models_out(built):
     )
     assert tables == [
         ("marts", "dim_accounts", "BASE TABLE"),
+        ("marts", "dim_accounts_history", "BASE TABLE"),
+        ("marts", "dim_users_history", "BASE TABLE"),
         ("marts", "fct_contract_terms", "BASE TABLE"),
         ("marts", "fct_term_outcomes", "BASE TABLE"),
         ("staging", "stg_raw__accounts", "BASE TABLE"),
+        ("staging", "stg_raw__accounts_history", "BASE TABLE"),
         ("staging", "stg_raw__activities", "BASE TABLE"),
         ("staging", "stg_raw__contracts", "BASE TABLE"),
         ("staging", "stg_raw__engagements", "BASE TABLE"),
         ("staging", "stg_raw__nps_responses", "BASE TABLE"),
         ("staging", "stg_raw__tickets", "BASE TABLE"),
         ("staging", "stg_raw__users", "BASE TABLE"),
+        ("staging", "stg_raw__users_history", "BASE TABLE"),
     ]
 
 
@@ -345,6 +371,57 @@ def test_dim_accounts_current_term(warehouse):
         ("A3", "mid_market", 3, None, None, None, None),  # no contract yet
         ("A4", "mid_market", 8, D(2023, 1, 1), "C7", 800.0, D(2024, 12, 31)),
     ]
+
+
+def test_staging_gives_the_current_version(warehouse):
+    assert query(warehouse, "select account_id, segment, licenses, status from staging.stg_raw__accounts order by 1") == [
+        ("A1", "enterprise", 10, "active"),
+        ("A2", "smb", 5, "active"),
+        ("A3", "mid_market", 3, "trial"),
+        ("A4", "mid_market", 8, "churned"),
+    ]
+    assert query(warehouse, "select user_id, account_id from staging.stg_raw__users order by 1") == [
+        ("U1", "A1"), ("U2", "A1"), ("U3", "A2"),
+    ]
+
+
+def test_history_keeps_every_version_as_days(warehouse):
+    """Each version holds from the day of its load; the earliest is extended back to 1900-01-01
+    (days before the first load read it); a version replaced the day it was loaded is left out."""
+    rows = query(
+        warehouse,
+        """select account_id, valid_from, valid_to, recorded_from, is_current, segment, owner_email, licenses, status
+           from marts.dim_accounts_history where account_id in ('A1', 'A2') order by 1, 2""",
+    )
+    assert rows == [
+        ("A1", D(1900, 1, 1), D(2025, 1, 10), D(2024, 12, 1), False, "smb", "old@vendor.test", 5, "trial"),
+        ("A1", D(2025, 1, 10), None, D(2025, 1, 10), True, "enterprise", "csm@vendor.test", 10, "active"),
+        ("A2", D(1900, 1, 1), None, D(2024, 12, 1), True, "smb", None, 5, "active"),
+    ]
+    assert query(warehouse, "select count(*) from staging.stg_raw__accounts_history where account_id = 'A1'") == [(3,)]
+    assert query(
+        warehouse, "select user_id, account_id, valid_from, valid_to from marts.dim_users_history where user_id = 'U2' order by 3"
+    ) == [("U2", "A2", D(1900, 1, 1), D(2025, 1, 10)), ("U2", "A1", D(2025, 1, 10), None)]
+    columns = query(
+        warehouse,
+        "select column_name, data_type from information_schema.columns where table_schema = 'staging'"
+        " and table_name = 'stg_raw__accounts_history' and column_name like 'valid%' order by 1",
+    )
+    assert columns == [("valid_from_at", "TIMESTAMP"), ("valid_to_at", "TIMESTAMP")]
+    assert query(warehouse, "select min(valid_from_at) from staging.stg_raw__accounts_history") == [(T(2024, 12, 1, 6),)]
+
+
+def test_overlapping_versions_fail_the_history_test(tmp_path):
+    """Two versions of one account valid on the same days (a hand-edited raw table) fail the test."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    overlapping = ("A2", "Beta", "enterprise", "", "starter", 5, "active", T(2024, 2, 1, 9), MORNING, None)
+    write_raw(warehouse, RAW_ROWS)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("insert into raw.accounts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [*overlapping[:8], LOAD_ID, "x", "x", MORNING, None])
+    result = run_dbt(warehouse, tmp_path, "build", "--select", "+dim_accounts_history")
+    statuses = node_statuses(result)
+    overlaps = [node for node in statuses if node.startswith("test.cs_pipeline.history_without_overlaps_dim_accounts_history")]
+    assert [statuses[node] for node in overlaps] == ["fail"]
 
 
 # --- the daily part: dbt build --select tag:daily --vars '{min_date: ..., max_date: ...}' ------

@@ -165,7 +165,10 @@ def test_an_unchanged_export_is_skipped_and_a_changed_one_reloaded(tmp_path, ins
     rewrite_csv(data / "users.csv", lambda row: {**row, "email": row["email"].upper()})
     changed = load_snapshots(tmp_path, instance)
     assert load_kinds(changed) == {**dict.fromkeys(ALL_LOADED, "skipped"), "users": "loaded"}
-    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> upper(email)") == [(0,)]
+    # raw.users keeps every version (scd2): the new ones are current, the old ones retired.
+    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> upper(email) AND _dlt_valid_to IS NULL") == [(0,)]
+    retired = sql(tmp_path, "SELECT count(*) FROM raw.users WHERE _dlt_valid_to IS NOT NULL")[0][0]
+    assert retired == sql(tmp_path, "SELECT count(*) FROM raw.users WHERE _dlt_valid_to IS NULL")[0][0] > 0
 
     # Contracts are checked against accounts: a new accounts export reloads both, and the
     # contracts of an account that left the export are now rejected.
@@ -204,7 +207,7 @@ def test_a_failed_or_tampered_load_is_never_taken_as_done(tmp_path, instance, mo
     os.utime(users, ns=(original_stat.st_atime_ns, original_stat.st_mtime_ns))
     recovered = load_snapshots(tmp_path, instance)
     assert load_kinds(recovered)["users"] == "loaded"
-    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> lower(email)") == [(0,)]
+    assert sql(tmp_path, "SELECT count(*) FROM raw.users WHERE email <> lower(email) AND _dlt_valid_to IS NULL") == [(0,)]
 
     # A table changed behind the pipeline's back (rows deleted by hand) is reloaded too.
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
@@ -230,3 +233,59 @@ def test_only_file_exports_have_a_fingerprint(tmp_path):
     }
     assert source.fingerprint("engagements") == {"path": str(tmp_path / "data" / "engagements.csv"), "absent": True}
     assert source.fingerprint("users") is None  # a database: read on every run
+
+
+def test_accounts_keep_each_version_valid_from_the_day_of_its_load(tmp_path, instance, monkeypatch):
+    """Each load is effective on CS_PIPELINE_TODAY's day: a changed account gets a new version from
+    then, a removed one is retired, and an export that only reorders its columns or moves to
+    another file adds no version."""
+    data = planted.write(tmp_path / "data")
+    utc = dt.timezone.utc
+    monkeypatch.setenv("CS_PIPELINE_TODAY", "2025-03-01")
+    assert load_snapshots(tmp_path, instance).success
+    monkeypatch.setenv("CS_PIPELINE_TODAY", "2025-03-15")
+    rewrite_csv(data / "accounts.csv", lambda row: None if row["account_id"] == "acc_detractor" else (
+        {**row, "segment": "enterprise", "owner_email": "ben@example.com"} if row["account_id"] == "acc_healthy" else row))
+    assert load_snapshots(tmp_path, instance).success
+    versions = sql(tmp_path, "SELECT segment, owner_email, _dlt_valid_from, _dlt_valid_to FROM raw.accounts WHERE account_id = 'acc_healthy' ORDER BY 3")
+    assert versions == [
+        ("smb", "ana@example.com", dt.datetime(2025, 3, 1, tzinfo=utc), dt.datetime(2025, 3, 15, tzinfo=utc)),
+        ("enterprise", "ben@example.com", dt.datetime(2025, 3, 15, tzinfo=utc), None),
+    ]
+    assert sql(tmp_path, "SELECT _dlt_valid_to FROM raw.accounts WHERE account_id = 'acc_detractor'") == [(dt.datetime(2025, 3, 15, tzinfo=utc),)]
+    assert sql(tmp_path, "SELECT count(*) FROM raw.accounts WHERE _dlt_valid_from = TIMESTAMPTZ '2025-03-15 00:00:00+00'") == [(1,)]
+
+    # The same rows, columns in another order: a new file fingerprint, no new version.
+    monkeypatch.setenv("CS_PIPELINE_TODAY", "2025-03-20")
+    with (data / "accounts.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with (data / "accounts.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(reversed(list(rows[0]))))
+        writer.writeheader()
+        writer.writerows(rows)
+    before = sql(tmp_path, "SELECT * FROM raw.accounts ORDER BY ALL")
+    assert load_kinds(load_snapshots(tmp_path, instance))["accounts"] == "loaded"
+    assert sql(tmp_path, "SELECT * FROM raw.accounts ORDER BY ALL") == before
+
+
+def test_a_raw_table_of_an_earlier_release_starts_its_history_at_the_next_load(tmp_path, instance):
+    """Before history, dlt replaced raw.accounts whole (and its dlt schema said so); the next load
+    replaces that table by the versioned one."""
+    import dlt
+
+    from cs_pipeline.assets.ingest import _column_hints, _dlt_pipeline
+    from cs_pipeline.logic.contract import validate
+
+    planted.write(tmp_path / "data")
+    source, warehouse = resources(tmp_path)["source"], WarehouseResource(path=str(tmp_path / "w.duckdb"))
+    accounts = validate("accounts", source.snapshot("accounts").frame).valid
+    _dlt_pipeline(warehouse, "cs_pipeline_snapshots").run(
+        [dlt.resource(accounts.to_arrow(), name="accounts", write_disposition="replace", columns=_column_hints("accounts"))]
+    )
+    assert "_dlt_valid_to" not in [r[0] for r in sql(tmp_path, "DESCRIBE raw.accounts")]
+
+    result = load_snapshots(tmp_path, instance)
+    assert result.success and load_kinds(result)["accounts"] == "loaded"
+    assert sql(tmp_path, "SELECT count(*), count(_dlt_valid_from) FROM raw.accounts WHERE _dlt_valid_to IS NULL") == [(accounts.height, accounts.height)]
+    assert sql(tmp_path, "SELECT count(*) FROM raw.accounts") == [(accounts.height,)]
+    assert load_kinds(load_snapshots(tmp_path, instance))["accounts"] == "skipped"

@@ -16,7 +16,8 @@ TABLE = "analytics.account_health"
 @daily_asset(
     description="Per account and UTC day: health score (0-4) and band from the health model, each indicator's "
     "points and contribution, the change versus 7 and 30 days earlier, and the contract, NPS, ticket and "
-    "CSM-touch context that rules use.",
+    "CSM-touch context that rules use. Each day reads the account's attributes valid on it and its status on it "
+    "(from contract terms before the load that reported one).",
     group_name="analytics",
     deps=[
         dg.AssetDep(
@@ -24,6 +25,7 @@ TABLE = "analytics.account_health"
             partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-max(TREND_DAYS), allow_nonexistent_upstream_partitions=True),
         ),
         dg.AssetKey(["marts", "dim_accounts"]),
+        dg.AssetKey(["marts", "dim_accounts_history"]),
         dg.AssetKey(["marts", "fct_contract_terms"]),
         dg.AssetKey(["staging", "stg_raw__nps_responses"]),
         dg.AssetKey(["staging", "stg_raw__tickets"]),
@@ -47,8 +49,14 @@ def account_health(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             "AND partition_date IN (SELECT unnest(?::DATE[]))",
             [needed[0], needed[-1], needed],
         )
-        accounts = query(con, "SELECT account_id, name, segment, status, owner_email, plan FROM marts.dim_accounts")
-        terms = query(con, "SELECT account_id, start_date, end_date, arr FROM marts.fct_contract_terms")
+        # Every version valid on some day read: each day gets its own segment, owner and status.
+        accounts = query(
+            con,
+            "SELECT account_id, name, segment, status, owner_email, plan, valid_from, valid_to, recorded_from "
+            "FROM marts.dim_accounts_history WHERE valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)",
+            [needed[-1], needed[0]],
+        )
+        terms = query(con, "SELECT account_id, start_date, end_date, arr, churned_at FROM marts.fct_contract_terms")
         nps = query(con, "SELECT account_id, submitted_at, submitted_date, score FROM staging.stg_raw__nps_responses")
         tickets = query(con, "SELECT account_id, created_at, resolved_at, priority FROM staging.stg_raw__tickets")
         activities = query(con, "SELECT account_id, occurred_at FROM staging.stg_raw__activities")

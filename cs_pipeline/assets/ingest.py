@@ -1,7 +1,10 @@
 """Ingestion: the sources into the warehouse's `raw` schema.
 
-Snapshot entities (accounts, contracts, ...) are one multi-asset: a full export replaces each
-table in one dlt run, and an export file unchanged since its last successful load is skipped.
+Snapshot entities (accounts, contracts, ...) are one multi-asset loaded in one dlt run, and an
+export file unchanged since its last successful load is skipped. Accounts and users keep their
+history (dlt's `scd2` merge strategy): each load retires the versions that changed or vanished
+and adds the new ones, valid from the load's effective time (`settings.load_time()`); the other
+snapshots are replaced whole (`assets/scd2.py`).
 Events are daily partitions: a run reads exactly its days' folders, keeps one row per event_id
 and day, and replaces those days of `raw.events` in one DuckDB transaction, so a re-run never
 duplicates and a failed run leaves no half-written day behind. Events skip dlt: its Arrow path
@@ -26,6 +29,7 @@ from dagster._core.errors import DagsterInvalidPropertyError
 from pydantic import Field
 
 from cs_pipeline import settings
+from cs_pipeline.assets.scd2 import HISTORIZED, ROW_HASH, VALID_TO, has_history, retire_all, scd2_disposition, with_row_hash
 from cs_pipeline.logic.contract import (
     ENTITIES,
     REJECTED_SCHEMA,
@@ -77,6 +81,13 @@ def _dlt_pipeline(warehouse: WarehouseResource, name: str) -> dlt.Pipeline:
     if pipeline.has_pending_data:
         pipeline.abort_packages()
     return pipeline
+
+
+def _snapshot_resource(entity: str, frame: pl.DataFrame, boundary: dt.datetime):
+    if entity in HISTORIZED:
+        hints = {**_column_hints(entity), ROW_HASH: {"data_type": "text", "nullable": False}}
+        return dlt.resource(frame.to_arrow(), name=entity, write_disposition=scd2_disposition(boundary), columns=hints)
+    return dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_column_hints(entity))
 
 
 def _run_dlt(pipeline: dlt.Pipeline, resources: list, expected: dict[str, int]) -> None:
@@ -216,7 +227,12 @@ def _last_snapshot_loads(con) -> dict[str, LoadRecord]:
         record = LoadRecord(**row)
         if record.status != LOADED or record.entity not in SNAPSHOT_ENTITIES or not table_exists(con, RAW, record.entity):
             continue
-        if con.execute(f"SELECT count(*) FROM {RAW}.{record.entity}").fetchone()[0] == record.rows_loaded:
+        current = ""
+        if record.entity in HISTORIZED:
+            if not has_history(con, RAW, record.entity):
+                continue
+            current = f" WHERE {VALID_TO} IS NULL"
+        if con.execute(f"SELECT count(*) FROM {RAW}.{record.entity}{current}").fetchone()[0] == record.rows_loaded:
             trusted[record.entity] = record
     return trusted
 
@@ -295,7 +311,11 @@ class SnapshotsConfig(dg.Config):
 def raw_snapshots(
     context: dg.AssetExecutionContext, config: SnapshotsConfig, warehouse: WarehouseResource, source: SourcesResource
 ):
-    """Full exports of every non-event entity, replaced in one dlt run.
+    """Full exports of every non-event entity, loaded in one dlt run.
+
+    Accounts and users are merged as versions (scd2): a row that changed or left the export is
+    retired, valid until this load's effective time, and its new version is valid from it; the
+    other entities' tables are replaced.
 
     An export file that is unchanged since its last successful load (same path, size and
     modification time, see `FilesConnector.fingerprint`) is neither read nor loaded again: its
@@ -335,19 +355,23 @@ def raw_snapshots(
 
     if results:
         started_at = _utc_now()
+        boundary = settings.load_time()
         records = {e: LoadRecord.of(e, LoadStats.of([r]), _run_id(context), started_at, fingerprint=fingerprints[e]) for e, r in results.items()}
+        loadable = {e: r.valid for e, r in results.items() if r.valid.height}
         with warehouse.connect() as con:
             # Marked as started first: a load that fails past this point is never taken as done.
             for record in records.values():
                 _record_load(con, record, status=LOADING)
+            for entity in [e for e in HISTORIZED if e in results]:
+                if table_exists(con, RAW, entity) and not has_history(con, RAW, entity):
+                    context.log.info(f"{entity}: the table of an earlier release holds no history; its history starts with this load")
+                    con.execute(f"DROP TABLE {RAW}.{entity}")
+                if entity in loadable:
+                    loadable[entity] = with_row_hash(con, loadable[entity])
         pipeline = _dlt_pipeline(warehouse, "cs_pipeline_snapshots")
-        loadable = {e: r.valid for e, r in results.items() if r.valid.height}
         _run_dlt(
             pipeline,
-            [
-                dlt.resource(frame.to_arrow(), name=entity, write_disposition="replace", columns=_column_hints(entity))
-                for entity, frame in loadable.items()
-            ],
+            [_snapshot_resource(entity, frame, boundary) for entity, frame in loadable.items()],
             {entity: frame.height for entity, frame in loadable.items()},
         )
         with warehouse.connect() as con:
@@ -355,7 +379,7 @@ def raw_snapshots(
             try:
                 for entity, result in results.items():
                     if result.valid.height == 0:
-                        _empty_table(con, entity, result.valid)
+                        _empty_table(con, entity, result.valid, boundary)
                 _replace_rejected(con, pl.concat([r.rejected for r in results.values()]), list(results))
                 for record in records.values():
                     _record_load(con, record)
@@ -417,10 +441,13 @@ def _unchanged_stats(warehouse: WarehouseResource, last: "LoadRecord") -> tuple[
     return stats, metadata
 
 
-def _empty_table(con, entity: str, frame: pl.DataFrame) -> None:
-    """An export with no usable rows still leaves its table (empty) so staging can build."""
+def _empty_table(con, entity: str, frame: pl.DataFrame, boundary: dt.datetime) -> None:
+    """An export with no usable rows still leaves its table (empty) so staging can build; a
+    historized entity keeps its versions, the current ones retired at `boundary`."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW}")
-    if table_exists(con, RAW, entity):
+    if entity in HISTORIZED:
+        retire_all(con, RAW, entity, frame, boundary)
+    elif table_exists(con, RAW, entity):
         con.execute(f"DELETE FROM {RAW}.{entity}")
     else:
         con.register("_empty", frame.to_arrow())

@@ -18,6 +18,7 @@ USER_MONTHS = "marts.fct_user_monthly_activity"
 LOOKBACK = max(WINDOWS) - 1
 # events_prev_30d reads the 30 days before the 30-day window.
 PREVIOUS_LOOKBACK = 2 * max(WINDOWS) - 1
+VALID_IN_RUN = "valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)"
 
 
 def _check_event_columns(con, columns: list[str], first: dt.date, end: dt.date) -> None:
@@ -66,6 +67,8 @@ def _check_event_columns(con, columns: list[str], first: dt.date, end: dt.date) 
         ],
         dg.AssetKey(["marts", "dim_accounts"]),
         dg.AssetKey(["staging", "stg_raw__users"]),
+        dg.AssetKey(["marts", "dim_accounts_history"]),
+        dg.AssetKey(["marts", "dim_users_history"]),
     ],
 )
 def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cs_config: PipelineConfig) -> dg.MaterializeResult:
@@ -74,8 +77,14 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
     first = start - dt.timedelta(days=LOOKBACK)
     event_columns = [event_column(e) for e in dict.fromkeys(model.product.events)]
     with warehouse.connect() as con:
-        accounts = query(con, "SELECT account_id, licenses FROM marts.dim_accounts")
-        users = query(con, "SELECT account_id, created_at, activated_at, deactivated_at FROM staging.stg_raw__users")
+        # The versions valid on some day of the run: each day reads its licenses and users.
+        accounts = query(con, f"SELECT account_id, licenses, valid_from, valid_to FROM marts.dim_accounts_history WHERE {VALID_IN_RUN}", [end, start])
+        users = query(
+            con,
+            "SELECT account_id, created_at, activated_at, deactivated_at, valid_from, valid_to "
+            f"FROM marts.dim_users_history WHERE {VALID_IN_RUN}",
+            [end, start],
+        )
         _check_event_columns(con, event_columns, first, end)
         dates = days(start, end)
         account_days = query(
@@ -107,7 +116,7 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
             "dagster/row_count": usage.height,
             "table": TABLE,
             "days": (end - start).days + 1,
-            "accounts": accounts.height,
+            "accounts": usage.filter(usage["partition_date"] == end).height,
             "window_rows": window_sums.height + window_users.height,
             "preview": table_preview(usage.filter(usage["partition_date"] == end)),
         }

@@ -1,5 +1,8 @@
 """Per-account daily health (CONTRACT.md §2, `account_health`): context as of D, score and trend.
 
+Each day reads the attributes valid on it (segment, owner, plan, name) and the status of that
+day (`logic.history`): a replayed day gives what was true on it, not what today's exports say.
+
 The score 7 and 30 days earlier is recomputed from the usage of those days with the same model,
 rather than read back from earlier partitions: a partition is a pure function of its inputs, so
 it gives the same result whatever order partitions are computed in.
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from cs_pipeline.logic.config import HealthModel
+from cs_pipeline.logic.history import accounts_on_days
 from cs_pipeline.logic.latest import latest_on_or_before
 from cs_pipeline.logic.scoring import score_health
 
@@ -95,16 +99,19 @@ def account_health(
     """One row per (partition_date, account_id) for `dates`.
 
     `usage` holds account_daily_usage for `dates_needed(dates)` (missing days give NULL trends).
-    `accounts`: account_id, name, segment, status, owner_email, plan. `terms`: account_id,
-    start_date, end_date, arr. `nps`: account_id, submitted_at, submitted_date, score.
+    `accounts`: account_id, name, segment, status, owner_email, plan, and the versions' days
+    (valid_from, valid_to, recorded_from: marts.dim_accounts_history; without them, one version
+    valid and recorded on every day). Each day reads the version valid on it, and its status is
+    derived from the terms before the version's load (`logic.history`). `terms`: account_id,
+    start_date, end_date, arr, churned_at. `nps`: account_id, submitted_at, submitted_date, score.
     `tickets`: account_id, created_at, resolved_at, priority. `activities`: account_id, occurred_at.
     """
     all_dates = dates_needed(dates)
     keys = ["account_id", "partition_date"]
-    days = pl.LazyFrame({"partition_date": all_dates}, schema={"partition_date": pl.Date})
     # The context is built on a narrow (account, day) frame and joined to the wide one once: each
     # join on the wide frame copies all its columns.
-    context = accounts.lazy().select("account_id").join(days, how="cross")
+    on_days = accounts_on_days(accounts.lazy(), terms.lazy(), all_dates)
+    context = on_days.select(keys)
     first_term, live_term = _contract_context(terms.lazy(), all_dates)
     touches = activities.lazy().select("account_id", pl.col("occurred_at").dt.date().alias("touch_date"))
     last_touch = latest_on_or_before(touches, "touch_date", all_dates, ["touch_date"]).rename({"touch_date": "last_touch_date"})
@@ -132,7 +139,7 @@ def account_health(
         )
     )
     frame = (
-        accounts.lazy().join(days, how="cross")
+        on_days
         .join(usage.lazy(), on=keys, how="left")
         .join(context, on=keys, how="left")
     )

@@ -25,14 +25,11 @@ from collections.abc import Sequence
 import polars as pl
 
 from cs_pipeline.logic.config import event_column
+from cs_pipeline.logic.history import as_of, seats
 from cs_pipeline.logic.latest import latest_on_or_before
 
 WINDOWS = (7, 30)
 DAY = dt.timedelta(days=1)
-
-
-def _end_of(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day + DAY, dt.time())
 
 
 def month_start(day: dt.date) -> dt.date:
@@ -124,32 +121,10 @@ def window_users_sql(dates: Sequence[dt.date], table: str) -> tuple[str, list]:
     return sql, columns
 
 
-def _seats(users: pl.LazyFrame, day: dt.date) -> pl.LazyFrame:
-    """Seats as of the end of D: assigned (created, not deactivated) and, of those, activated."""
-    end = _end_of(day)
-    assigned = (pl.col("created_at").is_null() | (pl.col("created_at") < end)) & (
-        pl.col("deactivated_at").is_null() | (pl.col("deactivated_at") >= end)
-    )
-    activated = assigned & pl.col("activated_at").is_not_null() & (pl.col("activated_at") < end)
-    return users.group_by("account_id").agg(
-        assigned.sum().cast(pl.Int64).alias("assigned_users"),
-        activated.sum().cast(pl.Int64).alias("activated_users"),
-    )
-
-
-def _one_day(
-    day: dt.date,
-    accounts: pl.LazyFrame,
-    users: pl.LazyFrame,
-    account_days: pl.LazyFrame,
-    events: Sequence[str],
-) -> pl.LazyFrame:
+def _day_figures(account_days: pl.LazyFrame, events: Sequence[str]) -> pl.LazyFrame:
+    """Each day's own figures, keyed like the usage rows."""
     day_columns = ["active_users", "logins", "events", *[event_column(e) for e in events]]
-    frame = accounts.with_columns(pl.lit(day).alias("partition_date"))
-    frame = frame.join(
-        account_days.filter(pl.col("activity_date") == day).select("account_id", *day_columns), on="account_id", how="left"
-    )
-    return frame.join(_seats(users, day), on="account_id", how="left")
+    return account_days.select(pl.col("activity_date").alias("partition_date"), "account_id", *day_columns)
 
 
 def _last_login(frame: pl.LazyFrame, login_days: pl.LazyFrame, dates: Sequence[dt.date]) -> pl.LazyFrame:
@@ -202,8 +177,10 @@ def account_daily_usage(
 ) -> pl.DataFrame:
     """One row per (partition_date, account_id) for every account and every day in `dates`.
 
-    `accounts`: account_id, licenses. `users`: account_id, created_at, activated_at,
-    deactivated_at. `account_days`: rows of fct_account_daily_activity (activity_date,
+    `accounts`: account_id, licenses; `users`: account_id, created_at, activated_at,
+    deactivated_at; both optionally with the days of their versions (valid_from, valid_to:
+    marts.dim_accounts_history and dim_users_history), so a day reads the licenses and the
+    users of the account valid on it (`logic.history`). `account_days`: rows of fct_account_daily_activity (activity_date,
     account_id, active_users, logins, events, one column per event) for the days of `dates`.
     `window_sums` and `window_users`: the results of `window_sums_sql` and `window_users_sql`
     for `dates` (partition_date, account_id and the window columns; accounts without activity
@@ -211,15 +188,18 @@ def account_daily_usage(
     `dates`, plus each account's last login before them.
     """
     events = list(dict.fromkeys(events))
-    accounts_lf = accounts.lazy().select("account_id", pl.col("licenses").cast(pl.Int64))
-    users_lf, account_days_lf = users.lazy(), account_days.lazy()
-    days = [_one_day(day, accounts_lf, users_lf, account_days_lf, events) for day in dates]
-    if not days:
+    if not dates:
         return pl.DataFrame()
+    # Licenses and seats as of each day: the accounts' and users' versions valid on it.
+    licenses = accounts.lazy().with_columns(pl.col("licenses").cast(pl.Int64)).select(
+        "account_id", "licenses", *[c for c in ("valid_from", "valid_to") if c in accounts.columns]
+    )
     counts = count_columns(events)
     key = ["partition_date", "account_id"]
     frame = (
-        pl.concat(days, how="diagonal_relaxed")
+        as_of(licenses, dates)
+        .join(_day_figures(account_days.lazy(), events), on=key, how="left")
+        .join(seats(users.lazy(), dates), on=key, how="left")
         .join(window_sums.lazy(), on=key, how="left")
         .join(window_users.lazy(), on=key, how="left")
         .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts)

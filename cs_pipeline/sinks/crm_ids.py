@@ -73,6 +73,8 @@ class CrmIdMapping(BaseModel):
         column = f'"{self.crm_id_column}"'  # a validated identifier; values are parameters
         if self.crm_id_table:
             sql = f"SELECT account_id, {column} FROM {self.crm_id_table} WHERE list_contains(?, account_id)"
+            if _keeps_versions(con, self.crm_id_table):  # raw.accounts: its current versions
+                sql += " AND _dlt_valid_to IS NULL"
             params: list = [wanted]
         elif day is not None:
             sql = f"SELECT account_id, {column} FROM {HEALTH_TABLE} WHERE list_contains(?, account_id) AND partition_date = ?"
@@ -92,6 +94,16 @@ class CrmIdMapping(BaseModel):
             ) from None
         found = {str(a): (None if c is None or str(c).strip() == "" else str(c).strip()) for a, c in rows}
         return {a: found.get(a) for a in wanted}
+
+
+def _keeps_versions(con, table: str) -> bool:
+    """The table keeps every version of its rows (dlt's scd2 merge: raw.accounts)."""
+    schema, _, name = table.rpartition(".")
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = '_dlt_valid_to'"
+        + (" AND table_schema = ?" if schema else ""),
+        [name, schema] if schema else [name],
+    ).fetchone()[0])
 
 
 def record_url(template: str | None, crm_id: str | None) -> str | None:

@@ -1,7 +1,9 @@
 -- One row per account_id. Exact copies collapse; two different rows with one account_id are
 -- both kept, so the primary key test fails instead of one being picked at random.
 with source as (
+    -- The current version of each record (raw.accounts keeps every version: scd2).
     select * from {{ source('raw', 'accounts') }}
+    where _dlt_valid_to is null
 )
 
 select distinct

@@ -1,7 +1,9 @@
 -- One row per user_id. Exact copies collapse; conflicting rows with one user_id are kept so
 -- the primary key test fails.
 with source as (
+    -- The current version of each record (raw.users keeps every version: scd2).
     select * from {{ source('raw', 'users') }}
+    where _dlt_valid_to is null
 )
 
 select distinct
