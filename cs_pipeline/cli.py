@@ -88,7 +88,7 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from cs_pipeline.partitions import daily_partitions
+    from cs_pipeline.partitions import daily_partitions, run_start_needed
 
     if last < first:
         raise CliError(f"--to {last} is before --from {first}")
@@ -98,6 +98,10 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     newest = daily_partitions.get_last_partition_key()
     if newest is None or last > dt.date.fromisoformat(newest):
         raise CliError(f"--to {last} is not a complete UTC day yet (the newest partition is {newest})")
+    # Episodes continue from the day before the run: a run starts where the alert state is known.
+    first, extended = run_start_needed(settings.warehouse_path(), first)
+    if extended and not quiet:
+        print(f"Starting at {first}: {extended}")
 
     defs = _definitions()
     instance = _instance()
@@ -277,9 +281,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = generate(data_dir, spec, progress=lambda msg: print(f"  {msg}"))
     print(f"  {', '.join(f'{n:,} {e}' for e, n in summary.rows.items())} in {time.monotonic() - started:.1f} s")
-    if summary.start_date < settings.parse_date(settings.partitions_start_date(), "CS_PIPELINE_START_DATE"):
-        # The demo's history decides where its partitions begin.
-        os.environ["CS_PIPELINE_START_DATE"] = summary.start_date.isoformat()
+    # The demo's history decides where its partitions begin.
+    os.environ["CS_PIPELINE_START_DATE"] = summary.start_date.isoformat()
     if settings.warehouse_path().exists() and not args.keep_warehouse:
         # A fresh demo: the generated history replaces whatever an earlier demo loaded.
         settings.warehouse_path().unlink()

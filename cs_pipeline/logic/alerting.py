@@ -91,18 +91,21 @@ def alert_rows(
     open_before: pl.DataFrame,
     today: dt.date,
     live_window_days: int,
+    pinned: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The `alerts` asset's rows for the days in `health`, processed in order.
 
     `open_before`: episodes (rule_id, account_id, episode_start) whose condition held on the day
-    before the first day of `health`, so an episode continues across runs.
+    before the first day of `health`, so an episode continues across runs. `pinned`: the
+    (rule_id, account_id, episode_start) of alerts already delivered or tasked, which keep their
+    id (`assign_episodes`).
     """
     found = matches(health, rules, known)
     if found.height == 0:
         return pl.DataFrame(schema=ALERT_SCHEMA)
     renotify = {rule.id: rule.renotify_days for rule in rules.rules}
     first_date = health["partition_date"].min()
-    episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify, first_date=first_date)  # type: ignore[arg-type]
+    episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify, first_date=first_date, pinned=pinned)  # type: ignore[arg-type]
     joined = episodes.join(health, on=["account_id", "partition_date"], how="left")
     rows = []
     for row in joined.iter_rows(named=True):
