@@ -110,7 +110,7 @@ def run_start_needed(warehouse_path: Path, first: dt.date) -> tuple[dt.date, str
         try:
             with WarehouseResource(path=str(warehouse_path)).connect(read_only=True) as con:
                 _, resume = evaluation_start(con, first, partition_start)
-        except duckdb.IOException:
+        except duckdb.Error:  # in use by a writer: the `alerts` asset checks again when it runs
             return first, None
     if resume is None or resume >= first:
         return first, None
