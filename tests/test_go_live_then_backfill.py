@@ -11,9 +11,11 @@ the true starts, new alert ids, and sent their messages and created their tasks 
 """
 
 import datetime as dt
+import importlib
 
 import pytest
 
+import cs_pipeline.definitions
 from cs_pipeline import cli
 from tests.support import planted
 from tests.support.pipeline import alert_keys, planted_pipeline
@@ -44,6 +46,9 @@ def pipeline(tmp_path, monkeypatch):
     (home / "dagster.yaml").write_text(cli.FALLBACK_INSTANCE_YAML)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with planted_pipeline(tmp_path) as harness:
+        # `cs-pipeline run` is a fresh process, whose definitions read this environment; the
+        # partitions stay those of this test process (tests/conftest.py), which start earlier.
+        importlib.reload(cs_pipeline.definitions)
         yield harness
 
 
@@ -61,3 +66,31 @@ def test_going_live_on_the_last_week_then_loading_the_history_sends_nothing_twic
     assert state(pipeline) == (messages, tasks, live)
     assert alert_keys() == planted.EXPECTED_ALERTS
     assert "Dispatch: 0 tasks created, 0 notifications sent" in said
+
+
+def test_moving_the_first_partition_earlier_keeps_every_delivered_alert(pipeline, capsys, monkeypatch):
+    """Going live with the first partition on the last week, then moving it to the data's first
+    day and loading the history: each alert that has a message and a task keeps its id; the older
+    days of its condition become an earlier, silent episode. Situations only the history reveals
+    (a last login weeks ago) are new alerts, each sent once."""
+    monkeypatch.setenv("CS_PIPELINE_START_DATE", WEEK_BEFORE.isoformat())
+    said = run(pipeline, WEEK_BEFORE, planted.LAST, capsys)
+    assert "Starting at" not in said
+    messages, tasks, live = state(pipeline)
+    situations = {(a["rule_id"], a["account_id"]): a["alert_id"] for a in cli.read_alerts() if a["status"] == "sent"}
+    assert ("renewal_at_risk", "acc_renewal") in situations and len(situations) == len(live)
+
+    monkeypatch.delenv("CS_PIPELINE_START_DATE")  # the first partition is the data's first day again
+    run(pipeline, planted.FIRST, planted.LAST, capsys)
+    messages_after, tasks_after, live_after = state(pipeline)
+    assert tasks <= tasks_after and live <= live_after
+    assert messages_after[: len(messages)] == messages
+    sent_ids = [m["metadata"]["event_payload"]["alert_id"] for m in messages_after]
+    new_ids = sent_ids[len(messages):]
+    assert not set(new_ids) & set(sent_ids[: len(messages)])  # no alert sent twice
+    by_id = {a["alert_id"]: (a["rule_id"], a["account_id"]) for a in cli.read_alerts()}
+    assert not {by_id[i] for i in new_ids} & set(situations)  # no situation messaged under a second id
+    assert len(tasks_after) - len(tasks) == len(set(new_ids))  # one task per new alert, none doubled
+    keys = alert_keys()
+    assert ("renewal_at_risk", "acc_renewal", WEEK_BEFORE.isoformat(), "sent") in keys
+    assert ("renewal_at_risk", "acc_renewal", "2025-03-09", "suppressed_backfill") in keys
