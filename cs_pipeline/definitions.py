@@ -8,7 +8,8 @@
                                             account_health → crm_writeback (CRM account fields)
     → actions         alerts → alert_dispatch_sensor → dispatch_alerts (tasks, Slack, task sinks)
 
-    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call.
+    daily_schedule runs daily_pipeline for yesterday (and any earlier day not evaluated yet, in the
+    same range run); run_failure_to_slack tells on-call.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
 """
 
