@@ -100,7 +100,7 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from cs_pipeline.partitions import daily_partitions
+    from cs_pipeline.partitions import daily_partitions, run_start_needed
     from cs_pipeline.runs import launch
     from cs_pipeline.runs.reaper import reap_dead_runs
 
@@ -112,11 +112,10 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     newest = daily_partitions.get_last_partition_key()
     if newest is None or last > dt.date.fromisoformat(newest):
         raise CliError(f"--to {last} is not a complete UTC day yet (the newest partition is {newest})")
-    # LEAD (merge with the episodes branch): episodes continue from the day before the run, so
-    # wire its call here, before anything is launched (and import run_start_needed above):
-    #     first, extended = run_start_needed(settings.warehouse_path(), first)
-    #     if extended and not quiet:
-    #         print(f"Starting at {first}: {extended}")
+    # Episodes continue from the day before the run: a run starts where the alert state is known.
+    first, extended = run_start_needed(settings.warehouse_path(), first)
+    if extended and not quiet:
+        print(f"Starting at {first}: {extended}")
 
     instance = _instance()
     say = (lambda *_: None) if quiet else print
@@ -296,9 +295,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = generate(data_dir, spec, progress=lambda msg: print(f"  {msg}"))
     print(f"  {', '.join(f'{n:,} {e}' for e, n in summary.rows.items())} in {time.monotonic() - started:.1f} s")
     print(f"  {len(summary.churned)} accounts churned over the history (churn driven by {spec.drivers})")
-    if summary.start_date < settings.parse_date(settings.partitions_start_date(), "CS_PIPELINE_START_DATE"):
-        # The demo's history decides where its partitions begin.
-        os.environ["CS_PIPELINE_START_DATE"] = summary.start_date.isoformat()
+    # The demo's history decides where its partitions begin.
+    os.environ["CS_PIPELINE_START_DATE"] = summary.start_date.isoformat()
     if settings.warehouse_path().exists() and not args.keep_warehouse:
         # A fresh demo: the generated history replaces whatever an earlier demo loaded.
         settings.warehouse_path().unlink()

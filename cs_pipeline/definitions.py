@@ -13,8 +13,9 @@
     → evaluation      alerts, marts.fct_term_outcomes → health_backtest (score and rules against churn;
                       unpartitioned, so every daily_pipeline run recomputes it after its alerts)
 
-    daily_schedule runs daily_pipeline for yesterday; run_failure_to_slack tells on-call;
-    dead_run_reaper fails runs whose process died and frees their duckdb slot.
+    daily_schedule runs daily_pipeline for yesterday (and any earlier day not evaluated yet, in the
+    same range run); run_failure_to_slack tells on-call; dead_run_reaper fails runs whose process
+    died and frees their duckdb slot.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
 """
 

@@ -71,10 +71,31 @@ def webserver_url() -> str:
 
 
 def partitions_start_date() -> str:
-    """First daily partition (`CS_PIPELINE_START_DATE`, `YYYY-MM-DD`)."""
-    value = _env("CS_PIPELINE_START_DATE", DEFAULT_START_DATE)
-    parse_date(value, "CS_PIPELINE_START_DATE")
-    return value
+    """First daily partition: `CS_PIPELINE_START_DATE` (`YYYY-MM-DD`), else the data's first day,
+    the earliest `events/date=YYYY-MM-DD` folder of the files source (`data_dir()`), else
+    `DEFAULT_START_DATE` (events from another connector and no events folder: set the variable)."""
+    value = _env("CS_PIPELINE_START_DATE", "")
+    if value:
+        parse_date(value, "CS_PIPELINE_START_DATE")
+        return value
+    first = first_events_day(data_dir())
+    return first.isoformat() if first else DEFAULT_START_DATE
+
+
+def first_events_day(data: Path) -> dt.date | None:
+    """The earliest day with an `events/date=YYYY-MM-DD` folder under `data`; None without one.
+    Folders with another name are left to the ingestion, which names them."""
+    events = data / "events"
+    if not events.is_dir():
+        return None
+    found = []
+    for entry in os.scandir(events):
+        if entry.is_dir() and entry.name.startswith("date="):
+            try:
+                found.append(dt.date.fromisoformat(entry.name.removeprefix("date=")))
+            except ValueError:
+                continue
+    return min(found, default=None)
 
 
 def live_window_days() -> int:

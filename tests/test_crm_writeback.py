@@ -195,13 +195,16 @@ def test_config_reads_a_writeback_section_and_names_mistakes(tmp_path):
         WritebackConfig.load(path)
 
 
-def materialize(warehouse: WarehouseResource, config_file: str, day=DAY) -> dg.MaterializeResult:
+def materialize(warehouse: WarehouseResource, config_file: str, day=DAY, first=None) -> dg.MaterializeResult:
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    days = {"tags": {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: day.isoformat()}} if first else {"partition_key": day.isoformat()}
     result = dg.materialize(
         [crm_writeback],
-        partition_key=day.isoformat(),
         resources={"warehouse": warehouse, "crm_writeback_config": CrmWritebackResource(config_file=config_file)},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
+        **days,
     )
     return result
 
@@ -229,10 +232,23 @@ def test_asset_writes_changed_accounts_and_reports_failures(tmp_path, salesforce
     assert (second["written"], second["unchanged"], second["failed"]) == (0, 3, 1)
 
 
-def test_asset_without_configuration_writes_nothing(tmp_path):
+def test_asset_without_configuration_writes_nothing_and_is_not_materialized(tmp_path):
     warehouse = build_warehouse(tmp_path / "w.duckdb")
-    result = materialize(warehouse, "")
-    assert result.success and metadata_of(result)["skipped"] == "no write-back configured"
+    for result in (materialize(warehouse, ""), materialize(warehouse, "", first=DAY - dt.timedelta(days=9))):
+        assert result.success and result.asset_materializations_for_node("crm_writeback") == []
+
+
+def test_a_range_run_writes_its_last_day_and_says_so_on_each_earlier_partition(tmp_path, salesforce):
+    warehouse = build_warehouse(tmp_path / "w.duckdb")
+    config_file = tmp_path / "writeback.yaml"
+    config_file.write_text(yaml.safe_dump({"crm": {"type": "salesforce", "instance_url": salesforce.url, "token_env": "SF_TOKEN", **FAST}}))
+    result = materialize(warehouse, str(config_file), first=DAY - dt.timedelta(days=2))
+    assert result.success
+    events = {e.partition: {k: v.value for k, v in e.metadata.items()} for e in result.asset_materializations_for_node("crm_writeback")}
+    assert sorted(events) == [(DAY - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    assert events[DAY.isoformat()]["written"] == 3 and events[DAY.isoformat()]["day"] == DAY.isoformat()
+    for earlier in sorted(events)[:2]:
+        assert events[earlier]["written"] == 0 and "last day" in events[earlier]["not_written"]
 
 
 def test_asset_fails_naming_the_variable_when_the_token_is_refused(tmp_path, salesforce, monkeypatch):

@@ -38,6 +38,36 @@ def pipeline(tmp_path_factory):
         yield harness
 
 
+def assert_each_partition_carries_its_own_figures(pipeline, result) -> None:
+    """A range run's materializations: one per partition, each with the figures of its own day."""
+    from cs_pipeline.cli import read_alerts
+
+    def by_partition(asset: str) -> dict[str, dict]:
+        events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+        return {e.partition: {k: v.value for k, v in e.materialization.metadata.items()} for e in events}
+
+    days = [d.isoformat() for d in planted.days(planted.FIRST, planted.LAST)]
+    for asset, table in (("account_daily_usage", "account_daily_usage"), ("account_health", "account_health"), ("alerts", "alert_events")):
+        figures = by_partition(asset)
+        assert sorted(figures) == days, asset
+        rows = dict(pipeline.sql(f"SELECT partition_date::VARCHAR, count(*) FROM analytics.{table} GROUP BY 1"))
+        assert {d: f["dagster/row_count"] for d, f in figures.items()} == {d: rows.get(d, 0) for d in days}, asset
+    health = by_partition("account_health")
+    for day, figures in health.items():
+        assert sum(figures["bands"].values()) == figures["dagster/row_count"]
+        assert figures["mean_score"] == round(figures["mean_score"], 3)
+    [(mean,)] = pipeline.sql("SELECT avg(score) FROM analytics.account_health WHERE partition_date = '2025-03-10'")
+    assert health["2025-03-10"]["mean_score"] == round(mean, 3)
+    # The alerts asset's counts are those of `cs-pipeline alerts`: each suppressed alert once, on its last day.
+    alerts = by_partition("alerts")
+    listed = [a for a in read_alerts() if a["status"] == "suppressed_backfill"]
+    assert {d: f["suppressed_backfill_alerts"] for d, f in alerts.items() if f["suppressed_backfill_alerts"]} == {
+        d: n for d in days if (n := sum(a["partition_date"].isoformat() == d for a in listed))
+    }
+    assert sum(f["suppressed_backfill_alerts"] for f in alerts.values()) == len(listed) == sum(a[3] == "suppressed_backfill" for a in planted.EXPECTED_ALERTS)
+    assert [d for d, f in alerts.items() if f["live_alerts"]] == ["2025-04-29", "2025-04-30"]
+
+
 def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
     result = pipeline.materialize(planted.FIRST, planted.LAST)
     assert result.success
@@ -47,6 +77,7 @@ def test_history_load_then_dispatch_sends_exactly_the_live_alerts(pipeline):
     assert checks[("raw/events", "rejected_share_below_limit")] is True
     assert checks[("account_health", "score_within_scale")] is True
     assert checks[("alerts", "one_row_per_rule_account_day")] is True
+    assert_each_partition_carries_its_own_figures(pipeline, result)
 
     # The first dispatch meets a Slack outage for one message: it fails with a reason.
     pipeline.server.fail_next("chat.postMessage", 3, "server_error")

@@ -125,6 +125,28 @@ def test_rules_and_accounts_are_independent_and_extra_columns_are_kept():
     assert result.get_column("severity").to_list() == ["x"] * 4
 
 
+def test_a_delivered_alert_keeps_its_id_when_earlier_days_are_found():
+    # Delivered as (r, a, day 5); a wider run now finds the condition true from day 2: days 2-4 are
+    # an earlier episode of their own, and day 5 on is still the delivered alert, numbered from day 5.
+    stretch = matches(*[("r", "a", n) for n in range(2, 9)], ("r", "b", 3), ("r", "b", 4), ("r", "b", 5))
+    result = assign_episodes(stretch, NOTHING_OPEN, {"r": 3}, pinned=open_episodes(("r", "a", day(5)), ("r", "c", day(4))))
+    assert episodes_of(result) == [
+        (2, 2, 0, 1, True), (3, 2, 1, 1, False), (4, 2, 2, 1, False),
+        (5, 5, 0, 1, True), (6, 5, 1, 1, False), (7, 5, 2, 1, False), (8, 5, 3, 2, True),
+    ]
+    assert set(result.filter(pl.col("partition_date") >= day(5), pl.col("account_id") == "a")["alert_id"]) == {alert_id("r", "a", day(5))}
+    assert [start for _, start, *_ in episodes_of(result, "r", "b")] == [3, 3, 3]  # other pins change nothing
+
+
+def test_a_pinned_start_on_the_first_day_does_not_continue_the_day_before():
+    # The day before the range now holds an episode (a wider history), but the delivered alert began on day 1.
+    result = assign_episodes(matches(("r", "a", 1), ("r", "a", 2)), open_episodes(("r", "a", day(1) - dt.timedelta(days=4))),
+                             {"r": 0}, first_date=day(1), pinned=open_episodes(("r", "a", day(1))))
+    assert episodes_of(result) == [(1, 1, 0, 1, True), (2, 1, 1, 1, False)]
+    same = assign_episodes(matches(("r", "a", 1), ("r", "a", 2)), NOTHING_OPEN, {"r": 0}, pinned=open_episodes(("r", "a", day(1))))
+    assert same.equals(assign_episodes(matches(("r", "a", 1), ("r", "a", 2)), NOTHING_OPEN, {"r": 0}))
+
+
 def test_recomputing_gives_the_same_ids():
     frame = matches(("r", "a", 1), ("r", "a", 2), ("s", "b", 2))
     first = assign_episodes(frame, NOTHING_OPEN, {"r": 3, "s": 3})

@@ -1,5 +1,8 @@
 """Small helpers the assets share for metadata."""
 
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -39,3 +42,22 @@ def unique_rows_check(frame: pl.DataFrame, check_name: str, key: list[str]) -> d
     """Passes when `key` identifies one row: a re-run that duplicated rows would fail it."""
     duplicates = frame.height - frame.select(key).n_unique() if frame.height else 0
     return dg.AssetCheckResult(check_name=check_name, passed=duplicates == 0, metadata={"duplicates": duplicates, "key": ", ".join(key)})
+
+
+def per_partition_result(
+    context: dg.AssetExecutionContext, by_day: Mapping[dt.date, Mapping[str, Any]], run: Mapping[str, Any] | None = None
+) -> dg.MaterializeResult:
+    """Each partition's materialization carries the figures of its own day (`by_day`), and `run`
+    what is true of the whole run, on every partition of it.
+
+    A one-day run says it all in its MaterializeResult; a range run adds each day's figures to
+    that day's materialization (`add_asset_metadata(partition_key=...)`), which Dagster keeps
+    per partition, so partition 2025-07-08 never shows the range's row count or its last day.
+    """
+    run = dict(run or {})
+    if len(by_day) == 1:
+        [figures] = by_day.values()
+        return dg.MaterializeResult(metadata={**figures, **run})
+    for day, figures in by_day.items():
+        context.add_asset_metadata(dict(figures), partition_key=day.isoformat())
+    return dg.MaterializeResult(metadata=run)

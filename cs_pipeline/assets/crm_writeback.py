@@ -7,13 +7,15 @@ and tried again next run; refused credentials fail the run naming the environmen
 
 Configured by `CrmWritebackResource(config_file=...)`: a `writeback.yaml` (or a YAML file with a
 `writeback:` section). Without a file, without `crm` in it (a file that only says where the CRM
-ids are) or with `enabled: false`, the asset writes nothing.
+ids are) or with `enabled: false`, the asset writes nothing and is not materialized (the run log
+says why), so the UI shows no write-back that never happened. In a range run, the last day is
+written and each earlier partition's metadata says it was not: a CRM holds current values.
 """
 
 import dagster as dg
 
-from cs_pipeline.assets.common import table_preview
-from cs_pipeline.partitions import daily_partitions, range_backfill, run_dates
+from cs_pipeline.assets.common import per_partition_result, table_preview
+from cs_pipeline.partitions import daily_partitions, days, range_backfill, run_dates
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource
 from cs_pipeline.sinks.base import SinkError
 from cs_pipeline.sinks.crm_ids import CrmIdMapping
@@ -46,18 +48,17 @@ class CrmWritebackResource(dg.ConfigurableResource):
     backfill_policy=range_backfill,
     pool=POOL,
     deps=["account_health"],
+    output_required=False,
 )
-def crm_writeback(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, crm_writeback_config: CrmWritebackResource
-) -> dg.MaterializeResult:
-    _, day = run_dates(context)
+def crm_writeback(context: dg.AssetExecutionContext, warehouse: WarehouseResource, crm_writeback_config: CrmWritebackResource):
+    first, day = run_dates(context)
     try:
         config = crm_writeback_config.config()
     except SinkError as error:
         raise dg.Failure(description=str(error)) from error
     if config is None or not config.enabled or config.crm is None:
-        context.log.info("crm_writeback: no write-back configured; nothing written")
-        return dg.MaterializeResult(metadata={"skipped": "no write-back configured", "day": str(day)})
+        context.log.info("crm_writeback: no write-back configured; nothing written, nothing materialized")
+        return
     try:
         report = run_writeback(warehouse.connect, config, day)
     except SinkError as error:
@@ -69,17 +70,17 @@ def crm_writeback(
     )
     for update, reason in report.failed:
         context.log.warning(f"crm_writeback: account {update.account_id} ({update.crm_id}): {reason}")
-    return dg.MaterializeResult(
-        metadata={
-            "day": str(day),
-            "target": report.target,
-            "written": len(report.written),
-            "unchanged": report.unchanged,
-            "failed": len(report.failed),
-            "without_crm_id": len(report.no_crm_id),
-            "failures": table_preview(failures, rows=50),
-            "failed_accounts": dg.MetadataValue.json(
-                [{"account_id": u.account_id, "crm_id": u.crm_id, "reason": r} for u, r in report.failed]
-            ),
-        }
-    )
+    written = {
+        "day": str(day),
+        "target": report.target,
+        "written": len(report.written),
+        "unchanged": report.unchanged,
+        "failed": len(report.failed),
+        "without_crm_id": len(report.no_crm_id),
+        "failures": table_preview(failures, rows=50),
+        "failed_accounts": dg.MetadataValue.json(
+            [{"account_id": u.account_id, "crm_id": u.crm_id, "reason": r} for u, r in report.failed]
+        ),
+    }
+    earlier = {d: {"written": 0, "not_written": f"a range run writes its last day ({day}) only"} for d in days(first, day)[:-1]}
+    yield per_partition_result(context, {**earlier, day: written})

@@ -4,13 +4,31 @@
 import dagster as dg
 import polars as pl
 
-from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
+from cs_pipeline.assets.common import daily_asset, per_partition_result, table_preview, unique_rows_check
 from cs_pipeline.logic.health import TREND_DAYS, account_health as compute_health, dates_needed
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.warehouse import WarehouseResource, query, replace_date_range
 
 TABLE = "analytics.account_health"
+
+
+def day_figures(health: pl.DataFrame, day) -> dict:
+    """The metadata of one partition: its rows, bands and mean score, the lowest scores first."""
+    on_day = health.filter(pl.col("partition_date") == day)
+    bands = on_day.group_by("band").len().sort("band").to_dict(as_series=False)
+    mean = on_day["score"].mean()
+    return {
+        "dagster/row_count": on_day.height,
+        "bands": dg.MetadataValue.json({str(b): n for b, n in zip(bands["band"], bands["len"])}),
+        "mean_score": round(float(mean), 3) if mean is not None else None,
+        "preview": table_preview(
+            on_day.sort("score", nulls_last=True).select(
+                "partition_date", "account_id", "name", "segment", "score", "band", "score_change_30d",
+                "days_since_last_login", "utilization_rate", "license_activation_rate", "open_high_priority_tickets", "latest_nps",
+            )
+        ),
+    }
 
 
 @daily_asset(
@@ -62,24 +80,8 @@ def account_health(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         activities = query(con, "SELECT account_id, occurred_at FROM staging.stg_raw__activities")
         health = compute_health(dates, usage, accounts, terms, nps, tickets, activities, model)
         replace_date_range(con, TABLE, health, start, end)
-    latest = health.filter(pl.col("partition_date") == end)
-    bands = latest.group_by("band").len().to_dict(as_series=False)
     context.log.info(f"{TABLE}: {health.height} rows for {start} .. {end}")
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": health.height,
-            "table": TABLE,
-            "days": len(dates),
-            "bands_on_last_day": dg.MetadataValue.json({str(b): n for b, n in zip(bands["band"], bands["len"])}),
-            "mean_score_on_last_day": float(latest["score"].mean() or 0.0),
-            "preview": table_preview(
-                latest.sort("score", nulls_last=True).select(
-                    "partition_date", "account_id", "name", "segment", "score", "band", "score_change_30d",
-                    "days_since_last_login", "utilization_rate", "license_activation_rate", "open_high_priority_tickets", "latest_nps",
-                )
-            ),
-        }
-    )
+    yield per_partition_result(context, {day: day_figures(health, day) for day in dates}, {"table": TABLE})
     scores = health["score"].drop_nulls()
     out_of_scale = int(((scores < 0) | (scores > 4)).sum())
     yield dg.AssetCheckResult(check_name="score_within_scale", passed=out_of_scale == 0, metadata={"out_of_scale": out_of_scale})

@@ -4,8 +4,9 @@
 import datetime as dt
 
 import dagster as dg
+import polars as pl
 
-from cs_pipeline.assets.common import daily_asset, table_preview
+from cs_pipeline.assets.common import daily_asset, per_partition_result, table_preview
 from cs_pipeline.logic.config import event_column
 from cs_pipeline.logic.usage import WINDOWS, account_daily_usage as compute_usage, window_sums_sql, window_users_sql
 from cs_pipeline.partitions import days, run_dates
@@ -111,13 +112,14 @@ def account_daily_usage(context: dg.AssetExecutionContext, warehouse: WarehouseR
         )
         replace_date_range(con, TABLE, usage, start, end)
     context.log.info(f"{TABLE}: {usage.height} rows for {start} .. {end}")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": usage.height,
-            "table": TABLE,
-            "days": (end - start).days + 1,
-            "accounts": usage.filter(usage["partition_date"] == end).height,
-            "window_rows": window_sums.height + window_users.height,
-            "preview": table_preview(usage.filter(usage["partition_date"] == end)),
+    by_day = {
+        day: {
+            "dagster/row_count": usage.filter(pl.col("partition_date") == day).height,
+            "preview": table_preview(usage.filter(pl.col("partition_date") == day)),
         }
+        for day in dates
+    }
+    # The rows the run read belong to the run, not to a day: they are on each of its partitions.
+    return per_partition_result(
+        context, by_day, {"table": TABLE, "run_days": len(dates), "window_rows": window_sums.height + window_users.height}
     )

@@ -120,19 +120,22 @@ def alert_rows(
     today: dt.date,
     live_window_days: int,
     month_before: pl.DataFrame | None = None,
+    pinned: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The `alerts` asset's rows for the days in `health`, processed in order.
 
     `open_before`: episodes (rule_id, account_id, episode_start) whose condition held on the day
     before the first day of `health`, so an episode continues across runs. `month_before`: the
     health rows 30 days before those days (for what moved the score); without it, no movers.
+    `pinned`: the (rule_id, account_id, episode_start) of alerts already delivered or tasked,
+    which keep their id (`assign_episodes`).
     """
     found = matches(health, rules, known)
     if found.height == 0:
         return pl.DataFrame(schema=ALERT_SCHEMA)
     renotify = {rule.id: rule.renotify_days for rule in rules.rules}
     first_date = health["partition_date"].min()
-    episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify, first_date=first_date)  # type: ignore[arg-type]
+    episodes = assign_episodes(found, open_before.cast(OPEN_SCHEMA), renotify, first_date=first_date, pinned=pinned)  # type: ignore[arg-type]
     joined = episodes.join(health, on=["account_id", "partition_date"], how="left")
     earlier: dict[tuple, dict] = {}
     if month_before is not None and month_before.height:

@@ -4,6 +4,13 @@ A rule that stays true day after day must not message a CSM every morning. Days 
 holds in a row form one episode, opened on its first day and identified by (rule, account,
 episode start), so recomputing any day gives the same alert id and never a second alert. Within
 an episode a notification is due on day 0 and then every `renotify_days` days.
+
+Acted-on alerts keep their identity. A run always knows the alert state of the day before it
+(`cs_pipeline.partitions`), so an episode's start is the data's. When that could not hold (the
+first partition was moved earlier after go-live, or late data filled days before a delivered
+alert's start), the days found before a delivered alert's start form an earlier episode of their
+own, and the delivered alert goes on under its id: its message is never sent twice and its task
+never doubled (`pinned`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ def assign_episodes(
     renotify_days: Mapping[str, int],
     *,
     first_date: dt.date | None = None,
+    pinned: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Add episode_start, day_in_episode, notification_number, notify_due and alert_id to `matches`.
 
@@ -54,8 +62,10 @@ def assign_episodes(
     the episodes that were still true on the day before the range; a match on the range's first
     day continues such an episode. `first_date` is the range's first day; it defaults to the
     earliest date in `matches`, which is wrong only when nothing matched on the real first day,
-    so callers that know the range should pass it. The result is sorted by partition_date,
-    rule_id, account_id.
+    so callers that know the range should pass it. `pinned` holds (rule_id, account_id,
+    episode_start) of alerts already delivered or tasked: a stretch of days that runs through
+    such a start is split there, so that alert keeps its id. The result is sorted by
+    partition_date, rule_id, account_id.
     """
     _check_inputs(matches, open_before, renotify_days)
     if matches.is_empty():
@@ -64,7 +74,8 @@ def assign_episodes(
         first_date = matches.get_column("partition_date").min()
 
     episodes = (
-        matches.sort([*_KEY, "partition_date"])
+        matches.join(_pins(pinned), on=[*_KEY, "partition_date"], how="left")
+        .sort([*_KEY, "partition_date"])
         .with_columns(_run_start().alias("_run_start"))
         .join(_carried_episodes(open_before), on=_KEY, how="left")
         .with_columns(_episode_start(first_date).alias("episode_start"))
@@ -74,7 +85,7 @@ def assign_episodes(
             _notification_number().alias("notification_number"),
             _notify_due().alias("notify_due"),
         )
-        .drop(["_run_start", "_carried_start", "_renotify_days"])
+        .drop(["_run_start", "_carried_start", "_renotify_days", "_pinned"])
     )
     return _with_alert_ids(episodes).sort(["partition_date", *_KEY])
 
@@ -96,11 +107,19 @@ def _check_inputs(matches: pl.DataFrame, open_before: pl.DataFrame, renotify_day
         raise ValueError(f"assign_episodes: no renotify_days for rule(s) {', '.join(unknown)}")
 
 
+def _pins(pinned: pl.DataFrame | None) -> pl.DataFrame:
+    schema = {"rule_id": pl.String, "account_id": pl.String, "partition_date": pl.Date, "_pinned": pl.Boolean}
+    if pinned is None or pinned.is_empty():
+        return pl.DataFrame(schema=schema)
+    return pinned.select(*_KEY, pl.col("episode_start").cast(pl.Date).alias("partition_date"), pl.lit(True).alias("_pinned")).unique().cast(schema)  # type: ignore[arg-type]
+
+
 def _run_start() -> pl.Expr:
-    """The first day of each run of consecutive days (frame sorted by key and date)."""
+    """The first day of each run of consecutive days (frame sorted by key and date); a pinned
+    start (an acted-on alert's) begins a run of its own."""
     date = pl.col("partition_date")
     gap = _days_between(date.shift(1), date).over(_KEY)
-    starts_run = gap.is_null() | (gap != 1)
+    starts_run = gap.is_null() | (gap != 1) | pl.col("_pinned").fill_null(False)
     run_number = starts_run.cast(pl.Int64).cum_sum().over(_KEY)
     return date.min().over([*_KEY, run_number.alias("_run")])
 
@@ -112,7 +131,9 @@ def _carried_episodes(open_before: pl.DataFrame) -> pl.DataFrame:
 def _episode_start(first_date: dt.date) -> pl.Expr:
     # Only a run that begins on the range's first day touches yesterday, so only it can continue
     # an episode that was open then; any later run follows a day where the rule was false.
-    continues = (pl.col("_run_start") == pl.lit(first_date)) & pl.col("_carried_start").is_not_null()
+    # A pinned day starts a run of its own (the pinned alert's), which never continues another.
+    pinned_run = pl.col("_pinned").fill_null(False).any().over([*_KEY, "_run_start"])
+    continues = (pl.col("_run_start") == pl.lit(first_date)) & pl.col("_carried_start").is_not_null() & ~pinned_run
     return pl.when(continues).then(pl.col("_carried_start")).otherwise(pl.col("_run_start"))
 
 

@@ -75,6 +75,8 @@ def planted_pipeline(root: Path, extra_env: dict[str, str] | None = None) -> Ite
         env.setenv("CS_PIPELINE_OUTBOX", str(root / "outbox"))
         env.setenv("SLACK_BOT_TOKEN", TOKEN)
         env.setenv("SLACK_API_URL", server.url)
+        # The first partition comes from the data: the planted events begin on planted.FIRST.
+        env.delenv("CS_PIPELINE_START_DATE", raising=False)
         for name, value in (extra_env or {}).items():
             env.setenv(name, value)
         (root / "dagster").mkdir()
