@@ -419,6 +419,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cs_pipeline.portfolio import write_report
+
+    out = Path(args.out).resolve() if args.out else None
+    if out is not None and out.suffix.lower() not in (".html", ".htm"):
+        raise CliError(f"--out {out}: the report is an HTML file, name it *.html")
+    day = _parse_day(args.date, "--date") if args.date else None
+    path, day, size = write_report(settings.warehouse_path(), out, day, settings.untouched_days())
+    print(f"Portfolio report for {day}: {path} ({size / 1e6:.1f} MB, opens offline)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -460,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument("--by", default=None, metavar="EMAIL")
     ack.add_argument("--note", default=None)
     ack.set_defaults(func=cmd_ack)
+
+    report = sub.add_parser("report", parents=[common], help="write the portfolio report (one self-contained HTML file)")
+    report.add_argument("--out", default=None, metavar="FILE.html", help="default: reports/portfolio-report.html beside the warehouse")
+    report.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the day to report on (default: the latest scored day)")
+    report.set_defaults(func=cmd_report)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
     check.set_defaults(func=cmd_check_config)
