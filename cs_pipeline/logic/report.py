@@ -88,10 +88,12 @@ class _Charts:
             f"<script type=\"text/javascript\">{bundle}</script>\n"
             "<script type=\"text/javascript\">\n"
             f"const specs = {specs};\n"
-            "for (const [id, spec] of Object.entries(specs)) {\n"
-            "  vegaEmbed('#' + id, spec, {mode: 'vega-lite', renderer: 'svg', actions: false})"
-            ".catch(err => console.error(id, err));\n"
-            "}\n</script>"
+            "const options = {mode: 'vega-lite', renderer: 'svg', actions: false};\n"
+            "// window.chartsDrawn: true once every chart has drawn (a browser test waits for it)\n"
+            "Promise.all(Object.entries(specs).map(([id, spec]) => vegaEmbed('#' + id, spec, options)))\n"
+            "  .then(() => { window.chartsDrawn = true; })\n"
+            "  .catch(err => { window.chartsDrawn = 'failed'; console.error(err); });\n"
+            "</script>"
         )
 
 
