@@ -86,7 +86,8 @@ def follow_through(
     alerts: pl.DataFrame, tasks: pl.DataFrame, day: dt.date, window_days: int = FOLLOW_THROUGH_DAYS
 ) -> pl.DataFrame:
     """Per CSM (and `all`), for alerts whose episode started in the `window_days` days to `day`:
-    alerts, tasks, tasks done, the share done by their due date (of the tasks done or past due),
+    alerts, tasks, tasks done, the share done by their due date (of the tasks done, with a known
+    completion time, or past due),
     the median days from task creation to done, and open tasks past due on `day`.
 
     `alerts`: alert_id, episode_start, owner_email, partition_date (analytics.alert_events).
@@ -104,7 +105,8 @@ def follow_through(
         .with_columns(pl.col("owner_email").fill_null("").replace("", "unassigned"))
     )
     done = pl.col("status") == "done"
-    decidable = done | (pl.col("due_date") < day)
+    # Decided: done with a known completion time, or still not done after the due date.
+    decidable = (done & pl.col("done_at").is_not_null()) | (~done & (pl.col("due_date") < day))
     on_time = done & (pl.col("done_at").cast(pl.Date) <= pl.col("due_date"))
     joined = per_alert.join(tasks.lazy(), on="alert_id", how="left").with_columns(
         pl.col("task_id").is_not_null().alias("has_task"),
