@@ -247,6 +247,35 @@ def stage_alerts(args: dict) -> dict:
                       "live_alerts": meta.get("live_alerts")}}
 
 
+def stage_portfolio(args: dict) -> dict:
+    """What the portfolio view adds to a daily run: the dbt KPI marts, the portfolio map, renewal
+    pipeline and alert follow-through of the day, and the HTML report."""
+    import dagster as dg
+
+    import cs_pipeline.assets.portfolio as portfolio
+    from cs_pipeline.assets.dbt import dbt_models
+
+    timed(portfolio, "render_report", "report_render")
+    timed(portfolio, "report_data", "report_read")
+    r = _resources()
+    day = _day(args)
+    started = time.perf_counter()
+    _materialize([dbt_models], selection=[dg.AssetKey(["marts", "kpi_retention_monthly"]), dg.AssetKey(["marts", "kpi_nps_monthly"])])
+    PARTS["kpi_marts"] = time.perf_counter() - started
+    for asset in (portfolio.portfolio_map, portfolio.renewal_pipeline, portfolio.alert_follow_through):
+        begun = time.perf_counter()
+        _invoke(asset, day, warehouse=r["warehouse"])
+        PARTS[asset.key.to_user_string()] = time.perf_counter() - begun
+    begun = time.perf_counter()
+    report = _invoke(portfolio.portfolio_report, day, warehouse=r["warehouse"])[0].metadata
+    PARTS["portfolio_report"] = time.perf_counter() - begun
+    seconds = time.perf_counter() - started
+    accounts = _count("SELECT count(*) FROM analytics.account_health WHERE partition_date = ?", [day])
+    return {"seconds": seconds, "rows": accounts, "rows_of": "accounts",
+            "extra": {"report_bytes": report["bytes"].value, "map_rows": _count(
+                "SELECT count(*) FROM analytics.portfolio_map WHERE partition_date = ?", [day])}}
+
+
 def stage_dispatch(args: dict) -> dict:
     """The dispatch job (tasks + one Slack message per live alert) against SLACK_API_URL."""
     from cs_pipeline.definitions import defs
@@ -400,6 +429,7 @@ STAGES: dict[str, Callable[[dict], dict]] = {
     "health": stage_health,
     "alerts": stage_alerts,
     "dispatch": stage_dispatch,
+    "portfolio": stage_portfolio,
     "run": stage_run,
     "load_history": stage_load_history,
     "load_history_sql": stage_load_history_sql,

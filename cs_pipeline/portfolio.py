@@ -20,11 +20,14 @@ import duckdb
 import polars as pl
 
 from cs_pipeline.logic.portfolio import FOLLOW_THROUGH_DAYS, follow_through, portfolio_map, renewal_pipeline, trailing_retention
-from cs_pipeline.logic.report import ReportData
+from cs_pipeline.logic.portfolio_report import ReportData
 from cs_pipeline.resources.warehouse import query, table_exists
 
-# The completion time of a task, by the first of these columns actions.tasks has.
-DONE_AT_COLUMNS = ("done_at", "completed_at", "closed_at")
+# The completion time of a done task, by the first of these columns actions.tasks has (the actions
+# store stamps `updated_at` when a task's status changes).
+DONE_AT_COLUMNS = ("done_at", "completed_at", "updated_at")
+# The backtest's tables (branch backtest: evaluation.backtest_*), the headline first.
+BACKTEST_HEADLINES = ("backtest_auc", "backtest_bands")
 TASK_SCHEMA = {"task_id": pl.String, "alert_id": pl.String, "due_date": pl.Date, "status": pl.String,
                "created_at": pl.Datetime("us"), "done_at": pl.Datetime("us")}
 ALERT_SCHEMA = {"alert_id": pl.String, "episode_start": pl.Date, "owner_email": pl.String, "partition_date": pl.Date}
@@ -96,13 +99,14 @@ def kpis(con, table: str, audience: str = AUDIENCE_ALL) -> pl.DataFrame:
 
 
 def backtest_headline(con) -> tuple[pl.DataFrame | None, str]:
-    """The backtest's headline, when its tables exist: a table of `evaluation` named like a
-    summary or headline, else its first table; (None, "") when there is none."""
+    """The backtest's headline, when its tables exist: evaluation.backtest_auc (else _bands, else a
+    table named like a summary or headline, else the first); (None, "") when there is none."""
     names = [r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'evaluation' ORDER BY table_name").fetchall()]
     if not names:
         return None, ""
-    chosen = next((n for n in names if "headline" in n or "summary" in n), names[0])
+    chosen = next((n for n in (*BACKTEST_HEADLINES, *names) if n in names and (n in BACKTEST_HEADLINES or "summary" in n
+                                                                           or "headline" in n)), names[0])
     return query(con, f'SELECT * FROM evaluation."{chosen}" LIMIT 10'), f"evaluation.{chosen}"
 
 
@@ -121,7 +125,16 @@ def report_data(con, day: dt.date, untouched_days: int) -> ReportData:
         untouched_days=untouched_days,
         backtest=backtest,
         backtest_source=source,
+        backtest_report=_backtest_report(),
     )
+
+
+def _backtest_report() -> str:
+    """The backtest's HTML report (branch backtest writes reports/health_backtest.html beside the warehouse)."""
+    from cs_pipeline import settings
+
+    path = settings.warehouse_path().parent / "reports" / "health_backtest.html"
+    return path.as_uri() if path.exists() else ""
 
 
 def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
@@ -149,7 +162,7 @@ def write_atomically(path: Path, content: str | bytes) -> Path:
 def write_report(warehouse: Path, out: Path | None, day: dt.date | None, untouched_days: int) -> tuple[Path, dt.date, int]:
     """`cs-pipeline report`: the report of `day` (default: the latest day with health) to `out`
     (default: reports/portfolio-report.html beside the warehouse). Returns (path, day, bytes)."""
-    from cs_pipeline.logic.report import render_report
+    from cs_pipeline.logic.portfolio_report import render_report
 
     con = open_read_only(warehouse)
     try:

@@ -56,7 +56,7 @@ def test_report_shows_the_backtest_headline_when_its_tables_exist(tmp_path, monk
     out = tmp_path / "r.html"
     assert main(["report", "--out", str(out), "--date", DAY.isoformat()]) == 0
     page = out.read_text()
-    assert "evaluation.backtest_summary" in page and "churn_caught_in_red" in page
+    assert "evaluation.backtest_auc" in page and "days_since_last_login" in page
 
 
 def test_report_cli_bad_input_is_one_line_and_exit_2(warehouse, tmp_path, capsys):

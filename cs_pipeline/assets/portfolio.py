@@ -12,7 +12,7 @@ import polars as pl
 from cs_pipeline import settings
 from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
 from cs_pipeline.logic.portfolio import follow_through, portfolio_map as compute_map, renewal_pipeline as compute_pipeline
-from cs_pipeline.logic.report import chart_names, render_report
+from cs_pipeline.logic.portfolio_report import chart_names, render_report
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.portfolio import alerts_for_follow_through, health_of, report_data, tasks, write_atomically
 from cs_pipeline.resources.warehouse import WarehouseResource, replace_date_range

@@ -1,6 +1,6 @@
 """The portfolio charts, as Vega-Lite through altair: one function per chart, frames in, charts out.
 
-The report embeds them with the inlined vega-embed bundle (logic/report.py); the weekly digest
+The report embeds them with the inlined vega-embed bundle (logic/portfolio_report.py); the weekly digest
 renders the portfolio map to PNG with vl-convert. No Dagster, no network.
 """
 

@@ -92,7 +92,8 @@ def write_portfolio_warehouse(path: Path, backtest: bool = False) -> Path:
         "actions.tasks": tasks,
     }
     if backtest:
-        tables["evaluation.backtest_summary"] = pl.DataFrame({"metric": ["auc", "churn_caught_in_red"], "value": [0.81, 0.64]})
+        tables["evaluation.backtest_auc"] = pl.DataFrame({"score": ["health", "days_since_last_login"], "auc": [0.81, 0.64]})
+        tables["evaluation.backtest_lift"] = pl.DataFrame({"decile": [1, 2], "lift": [3.1, 1.8]})
     with duckdb.connect(str(path)) as con:
         for name, frame in tables.items():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {name.split('.')[0]}")

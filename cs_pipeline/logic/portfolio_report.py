@@ -40,6 +40,7 @@ class ReportData:
     untouched_days: int
     backtest: pl.DataFrame | None = None  # the backtest's headline rows, when the evaluation tables exist
     backtest_source: str = ""
+    backtest_report: str = ""  # the backtest's own HTML report, when it exists (a link)
 
 
 def _pct(value) -> str:
@@ -103,7 +104,10 @@ def _empty(what: str) -> str:
 
 def render_report(data: ReportData) -> str:
     charts_ = _Charts()
-    retention, nps, points, pipeline, follow = data.retention, data.nps, data.points, data.pipeline, data.follow_through
+    # Months after the report's day hold only pending renewals: nothing to draw yet.
+    month = pl.col("period_month") <= data.day
+    retention, nps = data.retention.filter(month), data.nps.filter(month)
+    points, pipeline, follow = data.points, data.pipeline, data.follow_through
     decided = retention.filter(pl.col("arr_up_for_renewal") > 0).sort("period_month")
     last = decided.row(-1, named=True) if decided.height else {}
     everyone = follow.filter(pl.col("owner_email") == "all")
@@ -151,7 +155,9 @@ def render_report(data: ReportData) -> str:
         '<p class="note">Done on time: tasks done by their due date, of the tasks done or past due. Median time to done '
         "needs the completion time the actions store records; it is blank when none is recorded.</p>",
         "<h2>Health-model backtest</h2>",
-        _table(data.backtest, limit=10) + f'<p class="note">from {html.escape(data.backtest_source)}</p>'
+        _table(data.backtest, limit=10) + f'<p class="note">from {html.escape(data.backtest_source)}'
+        + (f' · <a href="{html.escape(data.backtest_report)}">the backtest report</a>' if data.backtest_report else "")
+        + "</p>"
         if data.backtest is not None and data.backtest.height
         else _empty("No backtest yet: run `cs-pipeline backtest` to see how well the health score foresaw churn."),
     ]
