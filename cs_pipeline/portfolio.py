@@ -30,7 +30,8 @@ DONE_AT_COLUMNS = ("done_at", "completed_at", "updated_at")
 BACKTEST_HEADLINES = ("backtest_auc", "backtest_bands")
 TASK_SCHEMA = {"task_id": pl.String, "alert_id": pl.String, "due_date": pl.Date, "status": pl.String,
                "created_at": pl.Datetime("us"), "done_at": pl.Datetime("us")}
-ALERT_SCHEMA = {"alert_id": pl.String, "episode_start": pl.Date, "owner_email": pl.String, "partition_date": pl.Date}
+ALERT_SCHEMA = {"alert_id": pl.String, "episode_start": pl.Date, "owner_email": pl.String, "segment": pl.String,
+                "partition_date": pl.Date}
 AUDIENCE_ALL = "all"
 
 
@@ -76,7 +77,7 @@ def alerts_for_follow_through(con, day: dt.date, window_days: int = FOLLOW_THROU
     first = day - dt.timedelta(days=window_days - 1)
     return table_or_empty(
         con, "analytics.alert_events",
-        "SELECT alert_id, episode_start, owner_email, partition_date FROM analytics.alert_events "
+        "SELECT alert_id, episode_start, owner_email, segment, partition_date FROM analytics.alert_events "
         "WHERE partition_date BETWEEN ? AND ? AND episode_start >= ?",
         [first, day, first], ALERT_SCHEMA,
     )

@@ -23,10 +23,10 @@ import vl_convert
 from cs_pipeline import settings
 from cs_pipeline.logic import charts
 from cs_pipeline.logic.delivery import AMBIGUOUS_SUFFIX, FAILED, SENDING, SENT, must_check_before_resend
-from cs_pipeline.logic.portfolio import FOLLOW_THROUGH_DAYS, follow_through, portfolio_map, renewal_pipeline, trailing_retention, went_red
+from cs_pipeline.logic.portfolio import follow_through, portfolio_map, renewal_pipeline, trailing_retention, went_red
 from cs_pipeline.logic.weekly_digest import Audience, DigestContent, load_digest_config, render, week_bounds, week_of
-from cs_pipeline.portfolio import ALERT_SCHEMA, health_of, latest_health_day, table_or_empty, tasks, term_outcomes
-from cs_pipeline.resources.slack import EVENT_TYPE_WEEKLY_DIGEST, Delivery, SlackResource
+from cs_pipeline.portfolio import alerts_for_follow_through, health_of, latest_health_day, tasks, term_outcomes
+from cs_pipeline.resources.slack import EVENT_TYPE_WEEKLY_DIGEST, SlackResource
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource
 
 DDL = (
@@ -186,7 +186,7 @@ def send_weekly_digests(context: dg.OpExecutionContext, config: DigestRunConfig,
             return dg.Output(0, metadata={"week": week, "sent": 0})
         before = day - dt.timedelta(days=7)
         health = health_of(con, [before, day])
-        frames = WeekFrames(day, before, health, term_outcomes(con), _alerts_with_segment(con, day), tasks(con))
+        frames = WeekFrames(day, before, health, term_outcomes(con), alerts_for_follow_through(con, day), tasks(con))
         records = _records(con, week)
         for audience in audiences:
             row = records.get(audience.name)
@@ -204,17 +204,6 @@ def send_weekly_digests(context: dg.OpExecutionContext, config: DigestRunConfig,
         raise dg.Failure(f"weekly digest {week}: not delivered to {', '.join(failed)}; the next run retries what is safe to retry",
                          metadata={"outcomes": dg.MetadataValue.json(outcomes)})
     return dg.Output(sent, metadata={"week": week, "last_day": str(day), "outcomes": dg.MetadataValue.json(outcomes)})
-
-
-def _alerts_with_segment(con, day: dt.date) -> pl.DataFrame:
-    """Alerts of the follow-through window with the segment they were raised in (alert_events keeps it)."""
-    first = day - dt.timedelta(days=FOLLOW_THROUGH_DAYS - 1)
-    return table_or_empty(
-        con, "analytics.alert_events",
-        "SELECT alert_id, episode_start, owner_email, segment, partition_date FROM analytics.alert_events "
-        "WHERE partition_date BETWEEN ? AND ? AND episode_start >= ?",
-        [first, day, first], {**ALERT_SCHEMA, "segment": pl.String},
-    )
 
 
 @dg.job(description="The weekly digest to CS leads (run by weekly_digest_schedule on Mondays for the week before).")
