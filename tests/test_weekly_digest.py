@@ -64,7 +64,7 @@ def test_delivered_once_per_week_with_the_map_and_a_rerun_sends_nothing(env, mon
             assert message["metadata"]["event_payload"]["week"] == WEEK
             files = slack.files_in(message["channel_id"])
             assert len(files) == 1 and files[0]["data"].startswith(PNG)
-            assert files[0]["thread_ts"] == message["ts"] and files[0]["filename"].endswith(".png")
+            assert files[0]["thread_ts"] == message["ts"] and files[0]["mimetype"] == "image/png"
         enterprise, everyone = (json.dumps(m["blocks"]) for m in slack.messages)
         assert "Account 04" in enterprise and "was green" in enterprise  # went red during the week
         assert "6 live accounts" in enterprise and "12 live accounts" in everyone  # smb is only in the `all` digest

@@ -307,23 +307,13 @@ class SlackServer(LoopbackServer):
                     return {"ok": False, "error": "file_not_found"}
                 if len(stored["data"]) != stored["length"]:
                     return {"ok": False, "error": "file_upload_size_mismatch"}
-            now = int(time.time())
             for item in items:
                 stored = self.files[item["id"]]
                 title = item.get("title") or stored["filename"]
                 stored.update(completed=True, title=title, channel_id=channel_id, thread_ts=thread_ts,
-                              initial_comment=params.get("initial_comment"))
-                share = {"ts": f"{now}.{self._ts_counter:06d}", "channel_name": requested, "share_user_id": BOT_USER_ID}
-                if thread_ts:
-                    share["thread_ts"] = thread_ts
-                shown.append({
-                    "id": stored["id"], "created": now, "timestamp": now, "name": stored["filename"], "title": title,
-                    "mimetype": _mimetype(stored["filename"]), "filetype": stored["filename"].rsplit(".", 1)[-1].lower(),
-                    "user": BOT_USER_ID, "size": stored["length"], "is_external": False, "is_public": bool(channel_id),
-                    "url_private": f"{self.base_url}/files-pri/{TEAM_ID}-{stored['id']}/{stored['filename']}",
-                    "shares": {"public": {channel_id: [share]}} if channel_id else {},
-                    "channels": [channel_id] if channel_id else [],
-                })
+                              initial_comment=params.get("initial_comment"), mimetype=_mimetype(stored["filename"]))
+                # Slack answers only each file's id and title; the share appears in the channel.
+                shown.append({"id": stored["id"], "title": title})
         return {"ok": True, "files": shown}
 
     def files_in(self, channel: str) -> list[dict]:
