@@ -285,6 +285,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.warehouse_path().unlink()
     run_pipeline(summary.start_date, summary.end_date)
     _summarise()
+    from cs_pipeline.portfolio import write_report
+
+    path, day, _ = write_report(settings.warehouse_path(), None, None, settings.untouched_days())
+    print(f"Portfolio report for {day} (KPIs, portfolio map, renewals, follow-through): {path}")
     return 0
 
 
