@@ -430,7 +430,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if out is not None and out.suffix.lower() not in (".html", ".htm"):
         raise CliError(f"--out {out}: the report is an HTML file, name it *.html")
     day = _parse_day(args.date, "--date") if args.date else None
-    path, day, size = write_report(settings.warehouse_path(), out, day, settings.untouched_days())
+    warehouse = settings.warehouse_path()
+    if not warehouse.exists():
+        raise CliError(f"warehouse {warehouse} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
+    _connect_read_only(warehouse).close()  # a busy warehouse is named here, with exit code 2
+    try:
+        path, day, size = write_report(warehouse, out, day, settings.untouched_days())
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from None
     print(f"Portfolio report for {day}: {path} ({size / 1e6:.1f} MB, opens offline)")
     return 0
 

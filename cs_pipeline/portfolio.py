@@ -16,12 +16,11 @@ import os
 import tempfile
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from cs_pipeline.logic.portfolio import FOLLOW_THROUGH_DAYS, follow_through, portfolio_map, renewal_pipeline, trailing_retention
 from cs_pipeline.logic.portfolio_report import ReportData
-from cs_pipeline.resources.warehouse import query, table_exists
+from cs_pipeline.resources.warehouse import WarehouseResource, query, table_exists
 
 # The completion time of a done task, by the first of these columns actions.tasks has (the actions
 # store stamps `updated_at` when a task's status changes).
@@ -138,14 +137,6 @@ def _backtest_report() -> str:
     return path.as_uri() if path.exists() else ""
 
 
-def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    if not path.exists():
-        raise FileNotFoundError(f"warehouse {path} does not exist yet: run the pipeline first (`cs-pipeline demo` or `cs-pipeline run`)")
-    con = duckdb.connect(str(path), read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
 def write_atomically(path: Path, content: str | bytes) -> Path:
     """Write `content` to `path` through a temporary file, so a reader never sees half a page."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,13 +156,10 @@ def write_report(warehouse: Path, out: Path | None, day: dt.date | None, untouch
     (default: reports/portfolio-report.html beside the warehouse). Returns (path, day, bytes)."""
     from cs_pipeline.logic.portfolio_report import render_report
 
-    con = open_read_only(warehouse)
-    try:
+    with WarehouseResource(path=str(warehouse)).connect(read_only=True) as con:
         chosen = day or latest_health_day(con)
         if chosen is None:
             raise FileNotFoundError(f"warehouse {warehouse} has no analytics.account_health yet: run the pipeline first")
         page = render_report(report_data(con, chosen, untouched_days))
-    finally:
-        con.close()
     path = write_atomically(out or warehouse.parent / "reports" / "portfolio-report.html", page)
     return path, chosen, len(page.encode("utf-8"))

@@ -62,8 +62,10 @@ def test_report_shows_the_backtest_headline_when_its_tables_exist(tmp_path, monk
 def test_report_cli_bad_input_is_one_line_and_exit_2(warehouse, tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path / "r.pdf")]) == 2
     assert main(["report", "--date", "yesterday"]) == 2
+    assert main(["report", "--warehouse", str(tmp_path / "none.duckdb")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all(line.startswith("cs-pipeline: ") for line in errors)
+    assert len(errors) == 3 and all(line.startswith("cs-pipeline: ") for line in errors)
+    assert "does not exist" in errors[2]
 
 
 def test_portfolio_report_asset_links_to_its_file(warehouse, tmp_path, monkeypatch):
