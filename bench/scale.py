@@ -15,21 +15,21 @@ import datetime as dt
 
 import numpy as np
 
-from cs_pipeline.demo import generator as g
+from cs_pipeline.demo import events as ev, population, world as g
 
 
 def expected_events(spec: g.DemoSpec, days: list[dt.date]) -> tuple[float, float, float]:
     """(fixed, per_extra, users): mean expected events over `days` = fixed + per_extra * (events_per_user_day - 1)."""
     end = spec.end_date
     assert end is not None
-    win = g._Window(start=g._day(end) - spec.days + 1, end=g._day(end))
-    world = g._build_world(spec, win)
+    win = g.Window(start=g.day_number(end) - spec.days + 1, end=g.day_number(end))
+    world = population.build_world(spec, win)
     u, acc = world.users, world.acc
     gamma = u.extra_events / max(spec.events_per_user_day - 1.0, 1e-9)
     fixed = per_extra = 0.0
     for day in days:
-        n = g._day(day)
-        level = g._usage_level(acc, win, n)[u.account]
+        n = g.day_number(day)
+        level = ev.usage_level(acc, win, n)[u.account]
         weekday_factor = g.WEEKEND_FACTOR if (n + 3) % 7 >= 5 else 1.0
         can = (u.from_day <= n) & (n < u.to_day) & (level > 0)
         p = np.clip(u.propensity * level * weekday_factor, 0.0, 1.0)

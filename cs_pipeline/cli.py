@@ -272,11 +272,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve() if args.data_dir else settings.warehouse_path().parent / "demo"
     os.environ["CS_PIPELINE_DATA_DIR"] = str(data_dir)
     end = settings.today() - dt.timedelta(days=1)
-    spec = DemoSpec(accounts=args.accounts, days=args.days, end_date=end, seed=args.seed)
-    print(f"Writing demo data ({spec.accounts} accounts, {spec.days} days to {end}) to {data_dir}")
+    spec = DemoSpec(accounts=args.accounts, days=args.days, end_date=end, seed=args.seed, drivers=args.drivers)
+    print(f"Writing demo data ({spec.accounts} accounts, {spec.days} days to {end}, churn driven by "
+          f"{spec.drivers}) to {data_dir}")
     started = time.monotonic()
     summary = generate(data_dir, spec, progress=lambda msg: print(f"  {msg}"))
     print(f"  {', '.join(f'{n:,} {e}' for e, n in summary.rows.items())} in {time.monotonic() - started:.1f} s")
+    print(f"  {len(summary.churned)} accounts churned over the history (churn driven by {spec.drivers})")
     if summary.start_date < settings.parse_date(settings.partitions_start_date(), "CS_PIPELINE_START_DATE"):
         # The demo's history decides where its partitions begin.
         os.environ["CS_PIPELINE_START_DATE"] = summary.start_date.isoformat()
@@ -454,9 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="generate demo data, run the whole pipeline, show the alerts")
     demo.add_argument("--data-dir", default=None, help="where to write the demo source files (default: beside the warehouse, in demo/)")
-    demo.add_argument("--accounts", type=int, default=200)
-    demo.add_argument("--days", type=int, default=150)
+    demo.add_argument("--accounts", type=int, default=350)
+    demo.add_argument("--days", type=int, default=300)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--drivers", choices=("engagement", "support"), default="engagement",
+                      help="what drives churn in the demo data: product engagement (default) or support friction")
     demo.add_argument("--keep-warehouse", action="store_true", help="load into the existing warehouse instead of a fresh one")
     demo.set_defaults(func=cmd_demo)
 

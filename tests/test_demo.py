@@ -13,13 +13,14 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+@pytest.fixture(scope="module", params=["engagement", "support"])
+def demo(request, tmp_path_factory):
+    """Both driver sets of the demo data keep every planted situation."""
     root = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CS_PIPELINE_", "SLACK_"))}
     env.update({"CS_PIPELINE_TODAY": "2025-06-01", "DAGSTER_HOME": str(root)})
     done = subprocess.run(
-        [sys.executable, "-m", "cs_pipeline.cli", "demo", "--accounts", "40", "--days", "75", "--warehouse", str(root / "data" / "warehouse.duckdb")],
+        [sys.executable, "-m", "cs_pipeline.cli", "demo", "--accounts", "40", "--days", "75", "--drivers", request.param, "--warehouse", str(root / "data" / "warehouse.duckdb")],
         capture_output=True, text=True, env=env, cwd=root, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
