@@ -272,7 +272,7 @@ def stage_portfolio(args: dict) -> dict:
     seconds = time.perf_counter() - started
     accounts = _count("SELECT count(*) FROM analytics.account_health WHERE partition_date = ?", [day])
     return {"seconds": seconds, "rows": accounts, "rows_of": "accounts",
-            "extra": {"report_bytes": report["bytes"].value, "map_rows": _count(
+            "extra": {"report_bytes": getattr(report["bytes"], "value", report["bytes"]), "map_rows": _count(
                 "SELECT count(*) FROM analytics.portfolio_map WHERE partition_date = ?", [day])}}
 
 
