@@ -248,8 +248,9 @@ def stage_alerts(args: dict) -> dict:
 
 
 def stage_portfolio(args: dict) -> dict:
-    """What the portfolio view adds to a daily run: the dbt KPI marts, the portfolio map, renewal
-    pipeline and alert follow-through of the day, and the HTML report."""
+    """What the portfolio view adds to a daily run: the dbt KPI marts (dbt's own time for the two
+    models; the separate invocation that measures them is in parts as kpi_marts_dbt_invocation),
+    the portfolio map, renewal pipeline and alert follow-through of the day, and the HTML report."""
     import dagster as dg
 
     import cs_pipeline.assets.portfolio as portfolio
@@ -259,9 +260,19 @@ def stage_portfolio(args: dict) -> dict:
     timed(portfolio, "report_data", "report_read")
     r = _resources()
     day = _day(args)
-    started = time.perf_counter()
-    _materialize([dbt_models], selection=[dg.AssetKey(["marts", "kpi_retention_monthly"]), dg.AssetKey(["marts", "kpi_nps_monthly"])])
-    PARTS["kpi_marts"] = time.perf_counter() - started
+    kpi_keys = [dg.AssetKey(["marts", "kpi_retention_monthly"]), dg.AssetKey(["marts", "kpi_nps_monthly"])]
+    begun = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = dg.materialize([dbt_models], resources=r, instance=_instance(), selection=kpi_keys, raise_on_error=True,
+                                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    # In a daily run the KPI marts are built by the same `dbt build` as the other snapshot models:
+    # what they add is dbt's own time for the two models, not a dbt process of their own.
+    PARTS["kpi_marts_dbt_invocation"] = time.perf_counter() - begun
+    PARTS["kpi_marts"] = sum(
+        float(getattr(e.materialization.metadata.get("Execution Duration"), "value", 0) or 0)
+        for e in result.get_asset_materialization_events()
+    )
+    started = time.perf_counter() - PARTS["kpi_marts"]
     for asset in (portfolio.portfolio_map, portfolio.renewal_pipeline, portfolio.alert_follow_through):
         begun = time.perf_counter()
         _invoke(asset, day, warehouse=r["warehouse"])
