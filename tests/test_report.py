@@ -79,3 +79,23 @@ def test_portfolio_report_asset_links_to_its_file(warehouse, tmp_path, monkeypat
     path = tmp_path / "reports" / f"portfolio-report-{DAY}.html"
     assert metadata["path"].value == str(path) and path.exists()
     assert metadata["charts"].value == CHARTS
+
+
+def test_every_chart_is_a_valid_vega_lite_spec():
+    """The report skips altair's schema validation for speed; it is checked here instead."""
+    import polars as pl
+
+    from cs_pipeline.logic import charts
+    from cs_pipeline.logic.portfolio import follow_through, portfolio_map, renewal_pipeline
+    from tests.support.portfolio_warehouse import alerts_and_tasks, health_rows, kpi_rows
+
+    retention, nps = kpi_rows()
+    health = health_rows().filter(pl.col("partition_date") == DAY)
+    alerts, tasks = alerts_and_tasks()
+    tasks = tasks.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("done_at"))
+    for chart in (
+        charts.retention_trend(retention), charts.arr_movement(retention), charts.nps_trend(nps),
+        charts.portfolio_map(portfolio_map(health), 30), charts.renewal_pipeline(renewal_pipeline(health)),
+        charts.follow_through(follow_through(alerts, tasks, DAY)),
+    ):
+        assert chart.to_dict(validate=True)["$schema"].startswith("https://vega.github.io/schema/vega-lite/")

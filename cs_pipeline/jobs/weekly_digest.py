@@ -108,7 +108,7 @@ def _content(week: str, audience: Audience, frames: WeekFrames, untouched_days: 
 
 def map_png(points: pl.DataFrame, untouched_days: int) -> bytes:
     chart = charts.portfolio_map(points, untouched_days)
-    return vl_convert.vegalite_to_png(chart.to_dict(), scale=1.5)
+    return vl_convert.vegalite_to_png(chart.to_dict(validate=False), scale=1.5)
 
 
 def deliver(con, slack: SlackResource, week: str, audience: Audience, text: str, blocks: list[dict], png: bytes,

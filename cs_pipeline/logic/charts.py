@@ -12,7 +12,7 @@ import polars as pl
 from cs_pipeline.logic.portfolio import QUADRANT_LINE
 
 BAND_COLOURS = {"red": "#d64545", "yellow": "#e0a800", "green": "#2f9e44", "no data": "#adb5bd"}
-MAP_POINTS = 5000  # the largest accounts by ARR; a map of 100k points helps nobody and weighs megabytes
+MAP_POINTS = 2000  # the largest accounts by ARR; a map of 100k points helps nobody and weighs megabytes
 WIDTH = 640
 
 
