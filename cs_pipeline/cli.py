@@ -304,6 +304,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcome = run_pipeline(summary.start_date, summary.end_date)
     _summarise()
     backtest_headline()
+    from cs_pipeline.portfolio import write_report
+
+    path, day, _ = write_report(settings.warehouse_path(), None, None, settings.untouched_days())
+    print(f"Portfolio report for {day} (KPIs, portfolio map, renewals, follow-through): {path}")
     return _exit_code(outcome)
 
 
@@ -529,6 +533,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cs_pipeline.portfolio import write_report
+
+    out = Path(args.out).resolve() if args.out else None
+    if out is not None and out.suffix.lower() not in (".html", ".htm"):
+        raise CliError(f"--out {out}: the report is an HTML file, name it *.html")
+    day = _parse_day(args.date, "--date") if args.date else None
+    warehouse = settings.warehouse_path()
+    if not warehouse.exists():
+        raise CliError(f"warehouse {warehouse} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
+    _connect_read_only(warehouse).close()  # a busy warehouse is named here, with exit code 2
+    try:
+        path, day, size = write_report(warehouse, out, day, settings.untouched_days())
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from None
+    print(f"Portfolio report for {day}: {path} ({size / 1e6:.1f} MB, opens offline)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -581,6 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules-report", parents=[common], help="per rule: alerts, and how CSMs acted on them in Slack")
     rules.add_argument("--format", choices=("table", "json"), default="table")
     rules.set_defaults(func=cmd_rules_report)
+    report = sub.add_parser("report", parents=[common], help="write the portfolio report (one self-contained HTML file)")
+    report.add_argument("--out", default=None, metavar="FILE.html", help="default: reports/portfolio-report.html beside the warehouse")
+    report.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the day to report on (default: the latest scored day)")
+    report.set_defaults(func=cmd_report)
 
     check = sub.add_parser("check-config", parents=[common], help="validate the health model and rules; list the variables")
     check.set_defaults(func=cmd_check_config)

@@ -12,10 +12,14 @@
                       in the warehouse (actions.*); `cs-pipeline slack-listen` applies the buttons' clicks
     → evaluation      alerts, marts.fct_term_outcomes → health_backtest (score and rules against churn;
                       unpartitioned, so every daily_pipeline run recomputes it after its alerts)
+    → portfolio       marts.kpi_retention_monthly, marts.kpi_nps_monthly (dbt);
+      (daily)         account_health → portfolio_map, renewal_pipeline; alerts → alert_follow_through
+                      → portfolio_report (reporting: one self-contained HTML file a day)
+    → weekly digest   weekly_digest_schedule → weekly_digest (CS leads in Slack, once per week and audience)
 
     daily_schedule runs daily_pipeline for yesterday (and any earlier day not evaluated yet, in the
-    same range run); run_failure_to_slack tells on-call; dead_run_reaper fails runs whose process
-    died and frees their duckdb slot.
+    same range run); weekly_digest_schedule runs weekly_digest on Mondays; run_failure_to_slack
+    tells on-call; dead_run_reaper fails runs whose process died and frees their duckdb slot.
     Where each input entity comes from: sources.yaml (CS_PIPELINE_SOURCES), files by default.
 """
 
@@ -38,8 +42,10 @@ from cs_pipeline.assets.crm_writeback import CrmWritebackResource, crm_writeback
 from cs_pipeline.assets.dbt import dbt_daily_models, dbt_models, dbt_resource
 from cs_pipeline.assets.health import account_health
 from cs_pipeline.assets.ingest import raw_events, raw_snapshots
+from cs_pipeline.assets.portfolio import alert_follow_through, portfolio_map, portfolio_report, renewal_pipeline
 from cs_pipeline.assets.usage import account_daily_usage
 from cs_pipeline.jobs.dispatch import dispatch_alerts
+from cs_pipeline.jobs.weekly_digest import weekly_digest, weekly_digest_schedule
 from cs_pipeline.resources.config import PipelineConfig, check_config_files
 from cs_pipeline.resources.slack import SlackResource
 from cs_pipeline.resources.source import SourcesResource
@@ -87,10 +93,12 @@ def actions_resource() -> ActionsResource:
 
 
 defs = dg.Definitions(
-    assets=[raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts, crm_writeback,
-            health_backtest],
-    jobs=[daily_pipeline, dispatch_alerts],
-    schedules=[daily_schedule],
+    assets=[
+        raw_snapshots, raw_events, dbt_models, dbt_daily_models, account_daily_usage, account_health, alerts, crm_writeback,
+        health_backtest, portfolio_map, renewal_pipeline, alert_follow_through, portfolio_report,
+    ],
+    jobs=[daily_pipeline, dispatch_alerts, weekly_digest],
+    schedules=[daily_schedule, weekly_digest_schedule],
     sensors=[alert_dispatch_sensor, run_failure_to_slack, dead_run_reaper],
     resources=resources(),
 )

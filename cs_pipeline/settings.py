@@ -236,3 +236,22 @@ def dispatch_settle_seconds() -> float:
     if not 0 <= seconds <= 60:
         raise ValueError(f"CS_PIPELINE_SETTLE_SECONDS must be a number of seconds from 0 to 60, got {value!r}")
     return seconds
+
+
+def untouched_days() -> int:
+    """Days without a CSM touch after which the portfolio map marks an account (`CS_PIPELINE_UNTOUCHED_DAYS`, default 30)."""
+    value = _env("CS_PIPELINE_UNTOUCHED_DAYS", "30")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CS_PIPELINE_UNTOUCHED_DAYS must be a whole number of days >= 1, got {value!r}")
+    return int(value)
+
+
+def reports_dir() -> Path:
+    """Where the portfolio report is written (`CS_PIPELINE_REPORTS_DIR`, default: reports/ beside the warehouse)."""
+    return Path(_env("CS_PIPELINE_REPORTS_DIR", str(warehouse_path().parent / "reports"))).resolve()
+
+
+def weekly_digest_file() -> str:
+    """Optional YAML naming the weekly digest's audiences (`CS_PIPELINE_WEEKLY_DIGEST`); empty: one, `all`, in #cs-leads."""
+    value = _env("CS_PIPELINE_WEEKLY_DIGEST", "")
+    return str(Path(value).resolve()) if value else ""

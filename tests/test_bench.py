@@ -48,7 +48,7 @@ def _all_measurements(result):
 def test_every_stage_and_baseline_ran(run):
     result, _, _, stdout = run
     assert set(result["stages"]) == {"ingest_snapshots", "ingest_events", "dbt_staging", "dbt_daily", "usage", "health",
-                                     "alerts", "dispatch", "daily_end_to_end", "backtest_calibrate"}
+                                     "alerts", "portfolio", "dispatch", "daily_end_to_end", "backtest_calibrate"}
     assert set(result["baselines"]) == {"floor", "pandas", "dlt_rows"}
     assert result["machine"]["cores"] >= 1 and result["machine"]["memory_gb"] > 0
     assert {"duckdb", "polars", "dlt", "pandas"} <= set(result["machine"]["versions"])

@@ -49,5 +49,5 @@ def test_checks_jobs_schedule_and_sensors_are_registered():
     assert {"rejected_share_below_limit", "score_within_scale", "one_row_per_account_day", "one_row_per_rule_account_day"} <= check_names
     assert any(name.startswith("unique_") for name in check_names), "dbt tests become asset checks"
     assert {s.name for s in defs.sensors} == {"alert_dispatch_sensor", "run_failure_to_slack", "dead_run_reaper"}
-    assert [s.name for s in defs.schedules] == ["daily_pipeline_schedule"]
+    assert [s.name for s in defs.schedules] == ["daily_pipeline_schedule", "weekly_digest_schedule"]
     assert defs.resolve_job_def("daily_pipeline").partitions_def is not None

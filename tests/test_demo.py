@@ -58,3 +58,11 @@ def test_healthy_accounts_trigger_nothing(demo):
     _, planted, fired, _ = demo
     noisy = {account for _, account, _ in fired} & set(planted["healthy"])
     assert not noisy
+
+
+def test_the_demo_writes_the_portfolio_report(demo):
+    stdout, _, _, root = demo
+    report = root / "data" / "reports" / "portfolio-report.html"
+    assert "Portfolio report for " in stdout and str(report) in stdout
+    page = report.read_text()
+    assert 'data-chart="portfolio-map"' in page and 'data-chart="retention"' in page

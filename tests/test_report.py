@@ -8,7 +8,7 @@ from cs_pipeline.logic.backtest import BacktestResult, BacktestSpec, aucs, by_se
 from cs_pipeline.logic.calibrate import calibrate
 from cs_pipeline.logic.report import write_report
 from cs_pipeline.logic.scoring import score_health
-from tests.support.browser import open_in_chromium
+from tests.support import browser
 from tests.test_calibrate import CURRENT, history
 
 
@@ -33,9 +33,13 @@ def test_the_report_renders_every_chart_in_chromium(tmp_path):
     path = write_report(tmp_path / "report.html", _backtest(frame), calibration)
     html = path.read_text()
     assert "<script src=" not in html and "cdn.jsdelivr" not in html  # no network needed
-    page = open_in_chromium(path, screenshot=tmp_path / "report.png")
-    # Four charts (AUC, test-period AUC, lift, bands), each an SVG made by vega-embed.
-    assert page.count('class="marks"') == 4, page.dom[-2000:]
-    assert 'data-failed="yes"' not in page.dom and not page.console_errors, page.console
-    assert "a note &lt;with&gt; markup" in page.dom and "What changed and why" in page.dom
+    with browser.Browser() as chromium:
+        # Four charts (AUC, test-period AUC, lift, bands), each an SVG made by vega-embed.
+        page = chromium.open(path.as_uri(), ready="document.querySelectorAll('svg.marks').length >= 4")
+        assert page.evaluate("document.querySelectorAll('svg.marks').length") == 4
+        assert page.evaluate("document.querySelector('[data-failed=\"yes\"]') === null")
+        assert page.errors == []
+        text = page.evaluate("document.body.innerText")
+        assert "a note <with> markup" in text and "What changed and why" in text
+        page.screenshot(tmp_path / "report.png")
     assert (tmp_path / "report.png").stat().st_size > 20_000

@@ -45,6 +45,7 @@ EVENT_TYPE_ALERT = "cs_pipeline_alert"
 EVENT_TYPE_RUN_FAILURE = "cs_pipeline_run_failure"
 EVENT_TYPE_RESOLVED = "cs_pipeline_alert_resolved"
 EVENT_TYPE_DIGEST = "cs_pipeline_digest"
+EVENT_TYPE_WEEKLY_DIGEST = "cs_pipeline_weekly_digest"
 # conversations.history looks this far before the recorded attempt time, for clock skew.
 HISTORY_MARGIN_SECONDS = 300
 
@@ -233,6 +234,37 @@ class SlackResource(dg.ConfigurableResource):
             )
         payload = {key: value for key, value in metadata.items() if value is not None}
         return self._post(self.oncall_channel, text, blocks, EVENT_TYPE_RUN_FAILURE, payload)
+
+    def post_to_channel(self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict) -> Delivery:
+        """Post a message to `channel` with metadata (`event_type`, `payload`) that `find_post` finds."""
+        return self._post(channel, text, blocks, event_type, payload)
+
+    def upload_image(self, channel_id: str, content: bytes, filename: str, title: str, thread_ts: str | None = None) -> Delivery:
+        """Share an image in `channel_id` (in `thread_ts`'s thread) through files_upload_v2
+        (files.getUploadURLExternal, the upload, files.completeUploadExternal). Not retried on a
+        dropped connection, like posts: the file may have been shared."""
+        try:
+            response = self._client(for_posting=True).files_upload_v2(
+                channel=channel_id, content=content, filename=filename, title=title, thread_ts=thread_ts,
+            )
+        except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
+            return self._failed(channel_id, self._reason(err, posting=True))
+        file = response.get("file") or {}
+        return Delivery(destination="slack", channel=channel_id, status="sent", message_ts=str(file.get("id") or ""))
+
+    def write_to_outbox(self, key: str, content: dict, attachment: tuple[str, bytes] | None = None) -> Delivery:
+        """Write `content` as `<key>.json` to the outbox, and `attachment` (suffix, bytes) as `<key><suffix>` beside it."""
+        if attachment is not None:
+            suffix, data = attachment
+            path = Path(self.outbox_dir) / f"{_safe_name(key)}{suffix}"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except OSError as err:
+                reason = f"could not write {path}: {err.strerror or type(err).__name__}"
+                return Delivery(destination="outbox", channel=str(content.get("channel") or ""), status="failed", reason=reason)
+            content = content | {"attachment": str(path)}
+        return self._write_outbox(key, content)
 
     def channel_for_segment(self, segment: str | None) -> str:
         return self.segment_channels.get(segment or "", self.fallback_channel)

@@ -1,74 +1,136 @@
-"""Open an HTML file in the real headless Chromium: its DOM after scripts ran, its console, a screenshot.
+"""A real headless Chromium for tests, driven over the DevTools protocol (websockets).
 
-    page = open_in_chromium(path)            # the DOM after scripts ran, and the console messages
-    assert page.count("<svg") >= 3 and not page.console_errors
-    open_in_chromium(path, screenshot=png)   # also a PNG of the page
+    with Browser() as browser:
+        page = browser.open(Path("report.html").as_uri(), ready="window.__chartsDrawn === true")
+        page.errors            # console errors and uncaught exceptions, as text
+        page.evaluate("document.querySelectorAll('svg').length")
+        page.screenshot(Path("shot.png"))
 
-Chromium runs with a fresh profile, no network services and a virtual time budget, so timers and
-promises (vega-embed renders asynchronously) finish before the DOM is dumped. Under `CI=true` a
-missing browser fails the test instead of skipping it.
+Chromium runs with a fresh profile, no network services, and stops when the block ends.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import base64
+import itertools
+import json
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
-import pytest
+from websockets.sync.client import connect
 
-CHROMIUM = os.environ.get("CS_PIPELINE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-]
-CONSOLE = re.compile(r":CONSOLE(?::\d+)?\] \"(?P<message>.*)\", source: (?P<source>.*)$")
-ERROR_WORDS = re.compile(r"error|uncaught|failed|exception", re.IGNORECASE)
+    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--hide-scrollbars",
+)
 
 
-@dataclass
+def available() -> bool:
+    return Path(CHROMIUM).exists()
+
+
 class Page:
-    dom: str
-    console: list[str]
+    def __init__(self, socket, session: str, counter) -> None:
+        self._socket, self._session, self._ids = socket, session, counter
+        self.errors: list[str] = []
 
-    @property
-    def console_errors(self) -> list[str]:
-        return [m for m in self.console if ERROR_WORDS.search(m)]
+    def send(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
+        message_id = next(self._ids)
+        self._socket.send(json.dumps({"id": message_id, "method": method, "params": params or {}, "sessionId": self._session}))
+        deadline = time.monotonic() + timeout
+        while True:
+            message = json.loads(self._socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if message.get("id") == message_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self._note(message)
 
-    def count(self, text: str) -> int:
-        return self.dom.count(text)
+    def _note(self, message: dict) -> None:
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            self.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+        elif method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.errors.append(details.get("exception", {}).get("description") or details.get("text", "exception"))
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            self.errors.append(params["entry"].get("text", ""))
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression} was not true within {timeout} s")
+            time.sleep(0.1)
+
+    def screenshot(self, path: Path, width: int = 1200) -> Path:
+        height = int(self.evaluate("document.documentElement.scrollHeight"))
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, timeout=60)["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
 
 
-def chromium() -> str:
-    path = shutil.which(CHROMIUM) or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"headless Chromium not found at {CHROMIUM}")
-        pytest.skip(f"headless Chromium not found at {CHROMIUM}")
-    return path
+class Browser:
+    def __init__(self) -> None:
+        self._profile = Path(tempfile.mkdtemp(prefix="cs-chromium-"))
+        self._process: subprocess.Popen | None = None
+        self._socket = None
+        self._ids = itertools.count(1)
 
+    def __enter__(self) -> Browser:
+        self._process = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        port_file = self._profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+            if time.monotonic() > deadline or self._process.poll() is not None:
+                self.__exit__(None, None, None)
+                raise RuntimeError("Chromium did not start (no DevToolsActivePort)")
+            time.sleep(0.05)
+        port, path = port_file.read_text().splitlines()[:2]
+        self._socket = connect(f"ws://127.0.0.1:{port}{path}", max_size=64 * 1024 * 1024, open_timeout=10)
+        return self
 
-def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                              timeout=timeout)
+    def _call(self, method: str, params: dict | None = None) -> dict:
+        message_id = next(self._ids)
+        self._socket.send(json.dumps({"id": message_id, "method": method, "params": params or {}}))
+        while True:
+            message = json.loads(self._socket.recv(timeout=30))
+            if message.get("id") == message_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
 
+    def open(self, url: str, ready: str = "document.readyState === 'complete'", timeout: float = 30.0) -> Page:
+        target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        page = Page(self._socket, session, self._ids)
+        for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
+            page.send(domain)
+        page.send("Page.navigate", {"url": url})
+        page.wait_for(ready, timeout)
+        return page
 
-def open_in_chromium(path: Path, *, screenshot: Path | None = None, width: int = 1100, height: int = 2600,
-                     budget_ms: int = 10_000, timeout: float = 90) -> Page:
-    """The page's DOM after its scripts ran and its console messages; optionally a PNG screenshot."""
-    url = Path(path).resolve().as_uri()
-    common = [f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}"]
-    done = _run([*common, "--dump-dom", url], timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"chromium failed ({done.returncode}): {done.stderr[-2000:]}")
-    console = [m.group("message") for line in done.stderr.splitlines() if (m := CONSOLE.search(line))]
-    if screenshot is not None:
-        shot = _run([*common, f"--screenshot={Path(screenshot).resolve()}", url], timeout)
-        if shot.returncode != 0 or not Path(screenshot).exists():
-            raise RuntimeError(f"chromium screenshot failed ({shot.returncode}): {shot.stderr[-2000:]}")
-    return Page(dom=done.stdout, console=console)
+    def __exit__(self, *exc_info) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        shutil.rmtree(self._profile, ignore_errors=True)

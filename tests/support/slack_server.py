@@ -6,7 +6,9 @@
         assert server.messages[0]["channel_id"].startswith("D")
 
 It answers `auth.test`, `users.lookupByEmail`, `chat.postMessage`, `conversations.open`,
-`conversations.list` and `conversations.history` (with `oldest` and `include_all_metadata`) with the shapes of the real
+`conversations.list` and `conversations.history` (with `oldest` and `include_all_metadata`), and the
+three steps of slack-sdk's `files_upload_v2` (`files.getUploadURLExternal`, a POST of the bytes to
+the upload URL it returns, `files.completeUploadExternal`; uploaded files are in `files`) with the shapes of the real
 API (https://docs.slack.dev/reference/methods), checks the Block Kit limits Slack enforces
 (`invalid_blocks`), and records every accepted message. `fail_next` injects the faults a real
 connection sees: rate limits, server errors, and connections dropped before or after Slack
@@ -78,6 +80,8 @@ class SlackServer(LoopbackServer):
         self._lock = threading.Lock()
         self._faults: dict[str, deque[str]] = defaultdict(deque)
         self._ts_counter = 0
+        self.files: dict[str, dict] = {}  # file id -> filename, length, data, title, channel_id, thread_ts, ...
+        self._upload_keys: dict[str, str] = {}  # the opaque part of an upload URL -> file id
 
     @property
     def url(self) -> str:
@@ -252,6 +256,72 @@ class SlackServer(LoopbackServer):
             shown.append(item)
         return {"ok": True, "messages": shown, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
+    def files_get_upload_url_external(self, params: dict) -> dict:
+        """Step 1 of an upload: a file id and a one-time URL to POST the bytes to."""
+        filename = str(params.get("filename") or "")
+        try:
+            length = int(params.get("length") or 0)
+        except (TypeError, ValueError):
+            length = 0
+        if not filename or length <= 0:
+            return {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            self._ts_counter += 1
+            file_id = "F" + _stable_id(f"{filename}-{self._ts_counter}")
+            key = _stable_id(f"upload-{file_id}") + _stable_id(f"key-{self._ts_counter}")
+            self._upload_keys[key] = file_id
+            self.files[file_id] = {"id": file_id, "filename": filename, "length": length, "alt_txt": params.get("alt_txt"),
+                                   "data": None, "completed": False}
+        return {"ok": True, "upload_url": f"{self.base_url}/upload/v1/{key}", "file_id": file_id}
+
+    def receive_upload(self, key: str, data: bytes) -> tuple[int, str]:
+        """Step 2: the bytes POSTed to the upload URL (answered in plain text, as files.slack.com does)."""
+        with self._lock:
+            file_id = self._upload_keys.get(key)
+            if file_id is None:
+                return 404, "Not Found"
+            self.files[file_id]["data"] = data
+        return 200, f"OK - {len(data)}"
+
+    def files_complete_upload_external(self, params: dict) -> dict:
+        """Step 3: finish the uploads and share them in `channel_id` (in `thread_ts`'s thread)."""
+        raw = params.get("files")
+        try:
+            items = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            return {"ok": False, "error": "invalid_json"}
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) and i.get("id") for i in items):
+            return {"ok": False, "error": "invalid_arguments"}
+        requested = str(params.get("channel_id") or "")
+        channel_id = self._channel_id(requested) if requested else None
+        if requested and channel_id is None:
+            return {"ok": False, "error": "channel_not_found"}
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts and not any(m["channel_id"] == channel_id and m["ts"] == thread_ts for m in self.messages):
+            return {"ok": False, "error": "invalid_thread_ts"}
+        shown = []
+        with self._lock:
+            for item in items:
+                stored = self.files.get(item["id"])
+                if stored is None or stored["data"] is None:
+                    return {"ok": False, "error": "file_not_found"}
+                if len(stored["data"]) != stored["length"]:
+                    return {"ok": False, "error": "file_upload_size_mismatch"}
+            for item in items:
+                stored = self.files[item["id"]]
+                title = item.get("title") or stored["filename"]
+                stored.update(completed=True, title=title, channel_id=channel_id, thread_ts=thread_ts,
+                              initial_comment=params.get("initial_comment"), mimetype=_mimetype(stored["filename"]))
+                # Slack answers only each file's id and title; the share appears in the channel.
+                shown.append({"id": stored["id"], "title": title})
+        return {"ok": True, "files": shown}
+
+    def files_in(self, channel: str) -> list[dict]:
+        """Completed uploads shared in `channel` (a name or an id)."""
+        channel_id = self._channel_id(channel) if not channel.startswith(("C", "D", "G")) else channel
+        with self._lock:
+            return [f for f in self.files.values() if f["completed"] and f.get("channel_id") == channel_id]
+
     def _channel_id(self, requested: str) -> str | None:
         if not requested:
             return None
@@ -276,7 +346,10 @@ ROUTES = {
     "conversations.open": SlackServer.conversations_open,
     "conversations.list": SlackServer.conversations_list,
     "conversations.history": SlackServer.conversations_history,
+    "files.getUploadURLExternal": SlackServer.files_get_upload_url_external,
+    "files.completeUploadExternal": SlackServer.files_complete_upload_external,
 }
+UPLOAD_PATH = "/upload/v1/"
 
 
 class _Handler(JsonHandler):
@@ -286,7 +359,29 @@ class _Handler(JsonHandler):
         self._serve()
 
     def do_POST(self):
+        if urlsplit(self.path).path.startswith(UPLOAD_PATH):
+            return self._serve_upload()
         self._serve()
+
+    def _serve_upload(self):
+        """The upload URL: raw bytes in, `OK - <length>` out; no token (the URL is the secret)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.slack._log("upload", 413)
+            self.close_connection = True
+            return self._reply_text(413, "Request Entity Too Large")
+        data = self.rfile.read(length) if length else b""
+        status, text = self.slack.receive_upload(urlsplit(self.path).path[len(UPLOAD_PATH):], data)
+        self.slack._log("upload", status)
+        return self._reply_text(status, text)
+
+    def _reply_text(self, status: int, text: str) -> None:
+        data = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _serve(self):
         split = urlsplit(self.path)
@@ -415,6 +510,11 @@ def _bearer(header: str | None) -> str | None:
     if header and header.startswith("Bearer "):
         return header[len("Bearer ") :].strip()
     return None
+
+
+def _mimetype(filename: str) -> str:
+    return {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "pdf": "application/pdf"}.get(
+        filename.rsplit(".", 1)[-1].lower(), "application/octet-stream")
 
 
 def _stable_id(name: str) -> str:

@@ -1,0 +1,13 @@
+{#
+    Fails for every row whose `column_name` lies outside [min_value, max_value] (NULL passes):
+    e.g. GRR, which can never exceed 100 % (dbt_utils has the same test; this project installs
+    no packages).
+#}
+{% test accepted_range(model, column_name, min_value=none, max_value=none) %}
+    select {{ column_name }}
+    from {{ model }}
+    where {{ column_name }} is not null
+      and (false
+        {%- if min_value is not none %} or {{ column_name }} < {{ min_value }}{% endif %}
+        {%- if max_value is not none %} or {{ column_name }} > {{ max_value }}{% endif %})
+{% endtest %}
