@@ -117,6 +117,10 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     if extended and not quiet:
         print(f"Starting at {first}: {extended}")
 
+    from cs_pipeline.resources.config import check_config_files
+
+    # A bad config file is one line naming it, before any code server or run starts.
+    check_config_files(settings.config_dir(), settings.task_sinks_file())
     instance = _instance()
     say = (lambda *_: None) if quiet else print
     for dead in reap_dead_runs(instance):

@@ -47,6 +47,8 @@ def site(tmp_path_factory):
             "DAGSTER_HOME": str(root / "dagster"), "CS_PIPELINE_WAREHOUSE": str(root / "warehouse.duckdb"),
             "CS_PIPELINE_DATA_DIR": str(root / "data"), "CS_PIPELINE_CONFIG_DIR": str(root / "config"),
             "CS_PIPELINE_TODAY": planted.TODAY.isoformat(), "CS_PIPELINE_OUTBOX": str(root / "outbox"),
+            # The runs are of one day: it is the first partition, so no run reaches back for history.
+            "CS_PIPELINE_START_DATE": DAY,
             "SLACK_BOT_TOKEN": TOKEN, "SLACK_API_URL": server.url, "DAGSTER_WEBSERVER_URL": "http://dagster.test:3000",
         }.items():
             env.setenv(name, value)

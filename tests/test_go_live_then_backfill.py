@@ -28,7 +28,10 @@ WEEK_BEFORE = planted.LAST - dt.timedelta(days=6)
 def run(pipeline, first: dt.date, last: dt.date, capsys) -> str:
     code = cli.main(["run", "--data-dir", str(pipeline.root / "data"), "--from", first.isoformat(), "--to", last.isoformat()])
     out = capsys.readouterr()
-    assert code == 0, out.err
+    # Exit code 3: the runs succeeded, but the planted exports trip two rejected-rows checks on purpose.
+    assert code == 3, out.err
+    assert out.err.strip() == ("cs-pipeline: the runs succeeded, but 2 asset checks failed "
+                               "(raw/accounts rejected_share_below_limit, raw/contracts rejected_share_below_limit)")
     return out.out
 
 

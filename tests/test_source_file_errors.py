@@ -139,6 +139,7 @@ def test_a_run_with_a_corrupt_events_file_exits_non_zero_naming_the_file(tmp_pat
     for name, value in (("CS_PIPELINE_WAREHOUSE", tmp_path / "warehouse.duckdb"), ("CS_PIPELINE_DATA_DIR", data)):
         monkeypatch.setenv(name, str(value))  # the command sets them; restored after the test
     monkeypatch.setenv("CS_PIPELINE_TODAY", planted.TODAY.isoformat())
+    monkeypatch.setenv("CS_PIPELINE_START_DATE", "2025-03-01")  # the run covers exactly its two days
     monkeypatch.setenv("CS_PIPELINE_OUTBOX", str(tmp_path / "outbox"))
     for name in ("CS_PIPELINE_CONFIG_DIR", "CS_PIPELINE_TASK_SINKS", "CS_PIPELINE_SOURCES", "SLACK_BOT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
