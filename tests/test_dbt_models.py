@@ -257,6 +257,8 @@ def test_snapshot_build_passes_every_test_and_leaves_daily_models_out(built):
         ("marts", "dim_users_history", "BASE TABLE"),
         ("marts", "fct_contract_terms", "BASE TABLE"),
         ("marts", "fct_term_outcomes", "BASE TABLE"),
+        ("marts", "kpi_nps_monthly", "BASE TABLE"),
+        ("marts", "kpi_retention_monthly", "BASE TABLE"),
         ("staging", "stg_raw__accounts", "BASE TABLE"),
         ("staging", "stg_raw__accounts_history", "BASE TABLE"),
         ("staging", "stg_raw__activities", "BASE TABLE"),
