@@ -1,4 +1,6 @@
-"""SlackResource against a loopback Slack Web API, through the real slack-sdk client."""
+"""SlackResource against a loopback Slack Web API, through the real slack-sdk client: an alert
+through its channel (`actions.channels`: address, then one post) or through the whole delivery
+protocol (`actions.protocol.deliver`, with its per-channel pacing and look-ups), and run failures."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import urllib.request
 import dagster as dg
 import pytest
 
-from cs_pipeline.messages import render_alert
+from cs_pipeline.actions.channels import alert_outgoing, channel_for
+from cs_pipeline.actions.protocol import deliver
+from cs_pipeline.actions.store import ActionsStore, DeliveryRow
+from cs_pipeline.messages import AlertMessage, render_alert
 from cs_pipeline.resources.slack import Delivery, SlackResource
 from tests.support import make_alert_message
 from tests.support.slack_server import SlackServer
@@ -26,10 +31,30 @@ def server():
         yield running
 
 
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'actions.sqlite'}"
+    yield ActionsStore(url)
+    ActionsStore.forget(url)
+
+
 def slack(server: SlackServer, **overrides) -> SlackResource:
     config = dict(bot_token=TOKEN, api_url=server.url, outbox_dir="unused-outbox", timeout_seconds=2)
     config.update(overrides)
     return SlackResource(**config)
+
+
+def post(resource: SlackResource, msg: AlertMessage) -> Delivery:
+    """One alert through its channel, as the protocol posts it: addressed, then posted once."""
+    channel, item = channel_for(resource), alert_outgoing(msg)
+    address = channel.address(item)
+    return address if isinstance(address, Delivery) else channel.post(item, address)
+
+
+def send(resource: SlackResource, msg: AlertMessage, store: ActionsStore) -> DeliveryRow:
+    """One alert through the delivery protocol; the store's row for it afterwards."""
+    deliver(store, channel_for(resource), [alert_outgoing(msg)], store.delivery_rows(), settle_seconds=0.0)
+    return store.delivery_rows()[(msg.alert_id, msg.notification_number)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,7 +63,7 @@ def slack(server: SlackServer, **overrides) -> SlackResource:
 
 def test_alert_is_a_dm_to_the_owner_looked_up_by_email(server):
     msg = make_alert_message(owner_email="Alice@Example.com")
-    delivery = slack(server).deliver_alert(msg)
+    delivery = post(slack(server), msg)
 
     assert delivery.destination == "slack" and delivery.status == "sent" and delivery.reason is None
     [posted] = server.messages
@@ -56,7 +81,7 @@ def test_alert_is_a_dm_to_the_owner_looked_up_by_email(server):
 def test_owner_lookups_are_cached_per_resource(server):
     resource = slack(server)
     for number in (1, 2, 3):
-        assert resource.deliver_alert(make_alert_message(notification_number=number)).status == "sent"
+        assert post(resource, make_alert_message(notification_number=number)).status == "sent"
     assert server.calls("users.lookupByEmail") == 1
     assert [m["metadata"]["event_payload"]["notification_number"] for m in server.messages] == [1, 2, 3]
 
@@ -71,7 +96,7 @@ def test_owner_lookups_are_cached_per_resource(server):
     ],
 )
 def test_unknown_or_missing_owner_goes_to_the_segment_channel_and_says_so(server, owner, segment, channel, why):
-    delivery = slack(server).deliver_alert(make_alert_message(owner_email=owner, segment=segment))
+    delivery = post(slack(server), make_alert_message(owner_email=owner, segment=segment))
 
     assert delivery.status == "sent"
     assert delivery.reason.startswith(why) and delivery.reason.endswith(f"posted to {channel}")
@@ -100,7 +125,7 @@ def test_messages_built_from_extreme_inputs_are_accepted(server):
         account_name=long, message=long, facts={f"{long[:50]}{i}": long for i in range(100)},
         task_steps=[long] * 100, top_movers=[(long, -1.0)] * 100,
     )
-    delivery = slack(server).deliver_alert(msg)
+    delivery = post(slack(server), msg)
     assert delivery.status == "sent", delivery.reason  # the server checks Slack's block limits
 
 
@@ -108,27 +133,27 @@ def test_messages_built_from_extreme_inputs_are_accepted(server):
 # retries: only where Slack cannot have posted
 
 
-def test_rate_limited_post_waits_for_retry_after_and_posts_once(server):
+def test_a_rate_limited_post_waits_for_retry_after_and_posts_once(server, store):
     server.fail_next("chat.postMessage", 1, "rate_limited")
-    delivery = slack(server).deliver_alert(make_alert_message())
+    row = send(slack(server), make_alert_message(), store)
 
-    assert delivery.status == "sent"
+    assert (row.status, row.reason) == ("sent", None)
     assert server.calls("chat.postMessage") == 2
     assert len(server.messages) == 1
 
 
-def test_rate_limit_beyond_the_retries_is_a_failed_delivery(server):
+def test_rate_limit_beyond_the_retries_is_a_failed_delivery(server, store):
     server.fail_next("chat.postMessage", 1, "rate_limited")
-    delivery = slack(server, rate_limit_retries=0).deliver_alert(make_alert_message())
+    row = send(slack(server, rate_limit_retries=0), make_alert_message(), store)
 
-    assert delivery.status == "failed"
-    assert delivery.reason == "rate limited by Slack (HTTP 429, Retry-After 1 s); retries exhausted"
+    assert row.status == "failed"
+    assert row.reason == "rate limited by Slack (HTTP 429, Retry-After 1 s); retries exhausted"
     assert server.messages == []
 
 
 def test_server_error_is_retried(server):
     server.fail_next("chat.postMessage", 1, "server_error")
-    delivery = slack(server).deliver_alert(make_alert_message())
+    delivery = post(slack(server), make_alert_message())
 
     assert delivery.status == "sent"
     assert server.calls("chat.postMessage") == 2
@@ -137,13 +162,13 @@ def test_server_error_is_retried(server):
 
 def test_server_errors_beyond_the_retries_are_a_failed_delivery(server):
     server.fail_next("chat.postMessage", 1, "server_error")
-    delivery = slack(server, server_error_retries=0).deliver_alert(make_alert_message())
+    delivery = post(slack(server, server_error_retries=0), make_alert_message())
     assert (delivery.status, delivery.reason) == ("failed", "Slack answered HTTP 500 (internal_error)")
 
 
-def test_connection_dropped_after_slack_posted_is_failed_not_posted_twice(server):
+def test_connection_dropped_after_slack_posted_is_unsure_never_posted_twice(server, store):
     server.fail_next("chat.postMessage", 1, "drop_after_accept")
-    delivery = slack(server).deliver_alert(make_alert_message())
+    delivery = post(slack(server), make_alert_message())
 
     assert delivery.status == "unsure"
     assert delivery.reason == "connection lost before Slack answered"
@@ -151,19 +176,28 @@ def test_connection_dropped_after_slack_posted_is_failed_not_posted_twice(server
     assert server.calls("chat.postMessage") == 1
     assert len(server.messages) == 1
 
+    server.fail_next("chat.postMessage", 1, "drop_after_accept")  # the protocol looks it up after such a post
+    row = send(slack(server), make_alert_message(alert_id="al_2"), store)
+    assert (row.status, row.reason) == ("sent", "found in Slack after an interrupted attempt")
+    assert row.message_ts == server.messages[1]["ts"] and row.channel == server.messages[1]["channel_id"]
+    assert server.calls("chat.postMessage") == 2 and len(server.messages) == 2
 
-def test_connection_dropped_before_slack_posted_is_failed_and_left_to_the_next_tick(server):
+
+def test_connection_dropped_before_slack_posted_is_looked_up_then_left_to_the_next_tick(server, store):
     server.fail_next("chat.postMessage", 1, "drop_before_accept")
-    delivery = slack(server).deliver_alert(make_alert_message())
+    msg = make_alert_message()
+    row = send(slack(server), msg, store)
 
-    assert delivery.status == "unsure" and "connection lost" in delivery.reason  # it cannot tell the two drops apart
-    assert server.calls("chat.postMessage") == 1
-    assert server.messages == []
+    assert row.status == "failed"  # it cannot tell the two drops apart: not found in Slack, so not posted
+    assert row.reason == "connection lost before Slack answered; not found in Slack 0 s later, so not posted"
+    assert server.calls("chat.postMessage") == 1 and server.messages == []
+    assert send(slack(server), msg, store).status == "sent"
+    assert len(server.messages) == 1
 
 
 def test_lookups_retry_a_dropped_connection(server):
     server.fail_next("users.lookupByEmail", 1, "drop_before_accept")
-    delivery = slack(server).deliver_alert(make_alert_message())
+    delivery = post(slack(server), make_alert_message())
 
     assert delivery.status == "sent" and delivery.channel.startswith("D")
     assert server.calls("users.lookupByEmail") == 2
@@ -185,14 +219,16 @@ def test_an_unreachable_api_is_a_failed_delivery():
         port = probe.getsockname()[1]
     resource = SlackResource(bot_token=TOKEN, api_url=f"http://127.0.0.1:{port}/api/")
     delivery = resource.deliver_run_failure("job", "run-1", None, "error", None)
+    alert = post(resource, make_alert_message())
 
-    assert delivery.status == "failed"
+    assert delivery.status == "failed" and alert.status == "failed"
     assert delivery.reason.startswith("could not connect to 127.0.0.1")
+    assert alert.reason.startswith("owner lookup: could not connect to 127.0.0.1")
 
 
 def test_unknown_channel_is_a_failed_delivery_naming_the_fix():
     with SlackServer(users=USERS, token=TOKEN, channels={"cs-smb": "C0000SMB001"}) as server:
-        delivery = slack(server).deliver_alert(make_alert_message(owner_email=None, segment="enterprise"))
+        delivery = post(slack(server), make_alert_message(owner_email=None, segment="enterprise"))
     assert delivery.status == "failed" and delivery.channel == "#cs-enterprise"
     assert delivery.reason == "channel_not_found: create the channel or invite the bot to it"
 
@@ -208,7 +244,7 @@ def test_bad_token_fails_with_a_hint_and_never_shows_the_token(server, revoked, 
     token = TOKEN if revoked else "xoxb-9999-WRONG-token-value"
     resource = slack(server, bot_token=token)
 
-    alert = resource.deliver_alert(make_alert_message())
+    alert = post(resource, make_alert_message())
     failure = resource.deliver_run_failure("job", "run-1", None, "error", None)
 
     code = revoked or "invalid_auth"
@@ -226,7 +262,7 @@ def test_token_from_an_env_var_in_a_dagster_run(server, monkeypatch, capsys):
 
     @dg.asset
     def notify(slack: SlackResource) -> None:
-        deliveries.append(slack.deliver_alert(make_alert_message()))
+        deliveries.append(post(slack, make_alert_message()))
 
     resource = SlackResource(bot_token=dg.EnvVar("SLACK_BOT_TOKEN"), api_url=server.url)
     assert dg.materialize([notify], resources={"slack": resource}).success
@@ -242,8 +278,8 @@ def test_without_a_token_alerts_go_to_the_outbox_once_per_notification(tmp_path,
     resource = SlackResource(outbox_dir=str(tmp_path / "outbox"))
     msg = make_alert_message()
 
-    first = resource.deliver_alert(msg)
-    again = resource.deliver_alert(msg)
+    first = post(resource, msg)
+    again = post(resource, msg)
 
     path = tmp_path / "outbox" / f"{msg.alert_id}-1.json"
     assert first == again == Delivery("outbox", "alice@example.com", "sent", path=str(path))
@@ -257,7 +293,7 @@ def test_without_a_token_alerts_go_to_the_outbox_once_per_notification(tmp_path,
     assert printed.count(f"outbox → alice@example.com: {' '.join(text.split())[:200]}") == 2
     assert printed.count(f"\n  {path}\n") == 2
 
-    resource.deliver_alert(make_alert_message(notification_number=2, owner_email=None))
+    post(resource, make_alert_message(notification_number=2, owner_email=None))
     second = json.loads((path.parent / f"{msg.alert_id}-2.json").read_text(encoding="utf-8"))
     assert second["channel"] == "#cs-smb"
 
@@ -273,7 +309,7 @@ def test_without_a_token_run_failures_go_to_the_outbox(tmp_path, capsys):
 def test_an_unwritable_outbox_is_a_failed_delivery(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    delivery = SlackResource(outbox_dir=str(blocker)).deliver_alert(make_alert_message())
+    delivery = post(SlackResource(outbox_dir=str(blocker)), make_alert_message())
     assert delivery.destination == "outbox" and delivery.status == "failed"
     assert delivery.reason.startswith("could not write")
 

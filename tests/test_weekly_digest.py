@@ -8,10 +8,13 @@ import dagster as dg
 import duckdb
 import pytest
 
+from cs_pipeline import settings
+from cs_pipeline.actions.store import ActionsStore, weekly_digests
 from cs_pipeline.jobs.weekly_digest import previous_week, weekly_digest, weekly_digest_schedule
 from cs_pipeline.logic.config import ConfigError
 from cs_pipeline.logic.weekly_digest import load_digest_config
 from tests.support.portfolio_warehouse import WEEK, write_portfolio_warehouse
+from cs_pipeline.resources.slack import EVENT_TYPE_WEEKLY_DIGEST, SlackResource
 from tests.support.slack_server import SlackServer
 
 TOKEN = "xoxb-weekly"
@@ -33,12 +36,14 @@ def env(tmp_path, monkeypatch):
     for name, value in {
         "CS_PIPELINE_WAREHOUSE": str(warehouse), "CS_PIPELINE_OUTBOX": str(tmp_path / "outbox"),
         "CS_PIPELINE_TODAY": "2025-05-06", "CS_PIPELINE_WEEKLY_DIGEST": str(tmp_path / "digest.yaml"),
+        "CS_PIPELINE_SETTLE_SECONDS": "0",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         yield tmp_path, warehouse, instance
+    ActionsStore.forget(settings.actions_url())
 
 
 def _run(instance) -> dg.ExecuteInProcessResult:
@@ -48,15 +53,32 @@ def _run(instance) -> dg.ExecuteInProcessResult:
 
 
 def _rows(warehouse) -> list[tuple]:
+    """The warehouse's read copy of the store's weekly_digests: (audience, part, status, attempts)."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        return con.execute("SELECT week, audience, status, image_status, attempts FROM actions.weekly_digests ORDER BY 2").fetchall()
+        return con.execute("SELECT audience, part, status, attempts FROM actions.weekly_digests WHERE week = ? "
+                           "ORDER BY 1, 2", [WEEK]).fetchall()
+
+
+ALL_SENT = [("all", "map", "sent", 1), ("all", "message", "sent", 1),
+            ("enterprise", "map", "sent", 1), ("enterprise", "message", "sent", 1)]
+
+
+def _slack_env(monkeypatch, slack: SlackServer) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+
+
+def _one_digest_and_map_each(slack: SlackServer) -> None:
+    assert sorted(m["channel"] for m in slack.messages) == ["#cs-enterprise-leads", "#cs-leads"]
+    for message in slack.messages:
+        files = slack.files_in(message["channel_id"])
+        assert len(files) == 1 and files[0]["thread_ts"] == message["ts"] and files[0]["data"].startswith(PNG)
 
 
 def test_delivered_once_per_week_with_the_map_and_a_rerun_sends_nothing(env, monkeypatch):
     _, warehouse, instance = env
     with SlackServer(token=TOKEN) as slack:
-        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-        monkeypatch.setenv("SLACK_API_URL", slack.url)
+        _slack_env(monkeypatch, slack)
         assert _run(instance).success
         assert [m["channel"] for m in slack.messages] == ["#cs-enterprise-leads", "#cs-leads"]
         for message in slack.messages:
@@ -74,21 +96,57 @@ def test_delivered_once_per_week_with_the_map_and_a_rerun_sends_nothing(env, mon
         assert _run(instance).success
         assert (slack.calls("chat.postMessage"), slack.calls("files.getUploadURLExternal")) == calls
         assert len(slack.messages) == 2 and sum(f["completed"] for f in slack.files.values()) == 2
-    assert _rows(warehouse) == [(WEEK, "all", "sent", "sent", 1), (WEEK, "enterprise", "sent", "sent", 1)]
+    assert _rows(warehouse) == ALL_SENT
 
 
-def test_a_post_that_reached_slack_before_the_connection_dropped_is_found_not_resent(env, monkeypatch):
+def test_a_post_whose_answer_was_lost_is_found_in_slack_in_the_same_run_not_resent(env, monkeypatch):
     _, warehouse, instance = env
     with SlackServer(token=TOKEN) as slack:
-        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-        monkeypatch.setenv("SLACK_API_URL", slack.url)
-        slack.fail_next("chat.postMessage", kind="drop_after_accept")
-        assert not _run(instance).success  # Slack has the enterprise digest; the run could not know
-        assert len(slack.messages) == 2
+        _slack_env(monkeypatch, slack)
+        slack.fail_next("chat.postMessage", kind="drop_after_accept")  # Slack has it; the run cannot know
+        slack.fail_next("files.completeUploadExternal", kind="drop_after_accept")  # the map too
         assert _run(instance).success
-        assert len(slack.messages) == 2  # found in the channel's history, not posted again
-        assert all(len(slack.files_in(m["channel_id"])) == 1 for m in slack.messages)
-    assert [r[:4] for r in _rows(warehouse)] == [(WEEK, "all", "sent", "sent"), (WEEK, "enterprise", "sent", "sent")]
+        assert slack.calls("chat.postMessage") == 2 and slack.calls("files.completeUploadExternal") == 2
+        assert slack.calls("conversations.history") == 1 and slack.calls("conversations.replies") == 1
+        _one_digest_and_map_each(slack)
+        assert _run(instance).success
+        assert slack.calls("chat.postMessage") == 2 and slack.calls("files.getUploadURLExternal") == 2
+    assert _rows(warehouse) == ALL_SENT
+
+
+def test_an_attempt_left_unsure_is_looked_up_by_the_next_run_before_anything_is_posted(env, monkeypatch):
+    _, warehouse, instance = env
+    with SlackServer(token=TOKEN) as slack:
+        _slack_env(monkeypatch, slack)
+        slack.fail_next("chat.postMessage", kind="drop_after_accept")
+        slack.fail_next("conversations.list", 3, "server_error")  # and Slack cannot be asked (2 retries)
+        result = _run(instance)
+        assert not result.success  # the enterprise digest stays unsure: no map, no second post on a guess
+        assert "not delivered to enterprise" in str(result.failure_data_for_node("send_weekly_digests").error)
+        assert _rows(warehouse)[2:] == [("enterprise", "message", "unsure", 1)]
+        assert len(slack.messages) == 2 and len(slack.files) == 1
+        assert _run(instance).success  # found in the channel's history, then only its map goes
+        assert slack.calls("chat.postMessage") == 2
+        _one_digest_and_map_each(slack)
+    assert _rows(warehouse) == ALL_SENT
+
+
+@pytest.mark.parametrize("posted", [True, False])
+def test_an_attempt_left_sending_by_a_run_that_died_is_posted_once_in_all(env, monkeypatch, posted):
+    _, warehouse, instance = env
+    store = ActionsStore(settings.actions_url())
+    with SlackServer(token=TOKEN) as slack:
+        _slack_env(monkeypatch, slack)
+        store.begin_attempts(weekly_digests, [((WEEK, "all", "message"), "slack", "#cs-leads")])
+        if posted:  # the run died after Slack took the post, before recording it
+            resource = SlackResource(bot_token=TOKEN, api_url=slack.url)
+            payload = {"week": WEEK, "audience": "all"}
+            assert resource.post("#cs-leads", "digest", [], EVENT_TYPE_WEEKLY_DIGEST, payload).status == "sent"
+        assert _run(instance).success
+        assert slack.calls("chat.postMessage") == 2  # with the one before the crash, or the one now
+        _one_digest_and_map_each(slack)
+    tries = 1 if posted else 2  # the attempt that died counts, found or not
+    assert _rows(warehouse) == [r if r[:2] != ("all", "message") else (*r[:3], tries) for r in ALL_SENT]
 
 
 def test_without_a_token_the_digest_and_its_image_go_to_the_outbox_once(env):

@@ -4,6 +4,7 @@
     channels.py  where messages go: Slack or the outbox folder, behind one interface
     protocol.py  the delivery protocol, once: record the attempt, post, record the outcome, look up doubts
     notify.py    which alert messages, digests and "resolved" notices exist
+    weekly.py    the weekly CS-lead digest's parts (message, then map) and their channels
     planner.py   which tasks to create, which alerts to close, what to send to the task sinks
     sinks.py     the task sinks' calls
     resource.py  the store as a Dagster resource

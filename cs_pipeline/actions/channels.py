@@ -1,4 +1,5 @@
-"""Where messages go: a channel interface with two implementations, Slack and the outbox folder.
+"""Where messages go: a channel interface with two implementations, Slack and the outbox folder
+(the weekly digest's are in weekly.py).
 
 An `Outgoing` is one message to deliver (an alert, a "resolved" notice or a digest) with the key
 it is recorded under in the actions store and the metadata that finds it again in Slack. A
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from typing import Protocol
+
+import sqlalchemy as sa
 
 from cs_pipeline.actions.store import deliveries, notices
 from cs_pipeline.messages import AlertMessage, ResolvedMessage, render_alert, render_digest, render_resolved
@@ -79,16 +82,26 @@ def earlier_digest(digest_id: str, member_keys: list) -> Outgoing:
     return Outgoing(DIGEST, (digest_id, DIGEST), None, EVENT_TYPE_DIGEST, {"digest_id": digest_id}, (), keys)  # type: ignore[arg-type]
 
 
+class Item(Protocol):
+    """What the protocol needs of a message: an `Outgoing`, or a part of a weekly digest (weekly.py)."""
+
+    kind: str
+    key: tuple  # its row's primary key in `table`
+
+    @property
+    def table(self) -> sa.Table: ...
+
+
 class Channel(Protocol):
     destination: str  # slack | outbox: a lookup is needed only where a post may be in doubt
     min_gap_seconds: float
     rate_limit_retries: int
 
-    def address(self, item: Outgoing) -> Address | Delivery: ...
+    def address(self, item: Item) -> Address | Delivery: ...
 
-    def post(self, item: Outgoing, address: Address) -> Delivery: ...
+    def post(self, item: Item, address: Address) -> Delivery: ...
 
-    def find(self, item: Outgoing, channel: str, since: dt.datetime) -> tuple[str, str] | None:
+    def find(self, item: Item, channel: str, since: dt.datetime) -> tuple[str, str] | None:
         """(channel id, ts) of the message an earlier attempt posted, or None; raises when it cannot ask."""
 
     def reason(self, error: Exception) -> str: ...

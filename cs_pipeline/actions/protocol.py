@@ -1,4 +1,4 @@
-"""The delivery protocol, written once for alerts, "resolved" notices and digests.
+"""The delivery protocol, written once for alerts, "resolved" notices, digests and the weekly digest.
 
     1. an attempt in doubt (left `sending` by a run that died, or `unsure`) is looked up in Slack
        first: found, it is `sent`; absent, it may be posted; unanswered, it stays `unsure` and
@@ -20,7 +20,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from cs_pipeline.actions.channels import Channel, Outgoing
+from cs_pipeline.actions.channels import Channel, Item
 from cs_pipeline.actions.store import ActionsStore, DeliveryRow, now
 from cs_pipeline.logic.delivery import SENT, UNSURE, ChannelPacer, in_doubt
 from cs_pipeline.resources.slack import MAX_RETRY_AFTER_SECONDS, Address, Delivery
@@ -45,12 +45,12 @@ class Counts:
 
 
 # Records outcomes: the default writes each on the item's own row; a digest also writes its members.
-Recorder = Callable[[ActionsStore, Sequence[tuple[Outgoing, Delivery]]], None]
+Recorder = Callable[[ActionsStore, Sequence[tuple[Item, Delivery]]], None]
 # Begins attempts: (item, destination, channel) rows written `sending` before the first post.
-Beginner = Callable[[ActionsStore, Sequence[tuple[Outgoing, str, str]]], None]
+Beginner = Callable[[ActionsStore, Sequence[tuple[Item, str, str]]], None]
 
 
-def begin_rows(store: ActionsStore, begun: Sequence[tuple[Outgoing, str, str]]) -> None:
+def begin_rows(store: ActionsStore, begun: Sequence[tuple[Item, str, str]]) -> None:
     by_table: dict = {}
     for item, destination, channel in begun:
         by_table.setdefault(item.table, []).append((item.key, destination, channel))
@@ -58,7 +58,7 @@ def begin_rows(store: ActionsStore, begun: Sequence[tuple[Outgoing, str, str]]) 
         store.begin_attempts(table, rows)
 
 
-def record_rows(store: ActionsStore, outcomes: Sequence[tuple[Outgoing, Delivery]]) -> None:
+def record_rows(store: ActionsStore, outcomes: Sequence[tuple[Item, Delivery]]) -> None:
     by_table: dict = {}
     for item, delivery in outcomes:
         by_table.setdefault(item.table, []).append((item.key, delivery))
@@ -66,7 +66,7 @@ def record_rows(store: ActionsStore, outcomes: Sequence[tuple[Outgoing, Delivery
         store.record_outcomes(table, rows)
 
 
-def look_up(store: ActionsStore, channel: Channel, item: Outgoing, row: DeliveryRow,
+def look_up(store: ActionsStore, channel: Channel, item: Item, row: DeliveryRow,
             record: Recorder = record_rows) -> str:
     """Step 1 for one attempt in doubt: `found` (recorded `sent`), `absent`, or `unsure` (recorded)."""
     try:
@@ -83,15 +83,15 @@ def look_up(store: ActionsStore, channel: Channel, item: Outgoing, row: Delivery
 
 
 def deliver(
-    store: ActionsStore, channel: Channel, items: Sequence[Outgoing], rows: dict[tuple, DeliveryRow],
+    store: ActionsStore, channel: Channel, items: Sequence[Item], rows: dict[tuple, DeliveryRow],
     settle_seconds: float = 2.0, record: Recorder = record_rows, begin: Beginner = begin_rows, log=None,
-) -> tuple[Counts, list[tuple[Outgoing, Delivery]]]:
+) -> tuple[Counts, list[tuple[Item, Delivery]]]:
     """Deliver each of `items` at most once, in order; `rows` are the store's rows by key.
     Returns the counts and every outcome recorded in this call."""
     counts, started = Counts(), time.monotonic()
-    recorded: list[tuple[Outgoing, Delivery]] = []
+    recorded: list[tuple[Item, Delivery]] = []
 
-    def keep(outcomes: Sequence[tuple[Outgoing, Delivery]]) -> None:
+    def keep(outcomes: Sequence[tuple[Item, Delivery]]) -> None:
         record(store, outcomes)
         recorded.extend(outcomes)
         for item, delivery in outcomes:
@@ -102,7 +102,7 @@ def deliver(
                 if log is not None:
                     log.warning(f"{item.key[0]} {item.kind} #{item.key[1]}: {delivery.reason}")
 
-    pacer: ChannelPacer[tuple[Outgoing, Address]] = ChannelPacer(channel.min_gap_seconds)
+    pacer: ChannelPacer[tuple[Item, Address]] = ChannelPacer(channel.min_gap_seconds)
     to_post = []
     for item in items:
         row = rows.get(item.key)
@@ -123,8 +123,8 @@ def deliver(
         pacer.add(address.channel, (item, address))
     attempt_at = now()
     begin(store, [(item, channel.destination, address.channel) for item, address in to_post])
-    unsure: list[tuple[Outgoing, Delivery]] = []
-    pending: list[tuple[Outgoing, Delivery]] = []
+    unsure: list[tuple[Item, Delivery]] = []
+    pending: list[tuple[Item, Delivery]] = []
     try:
         for item, delivery in _post_paced(pacer, channel, counts):
             pending.append((item, delivery))
@@ -160,7 +160,7 @@ def _post_paced(pacer: ChannelPacer, channel: Channel, counts: Counts):
         yield item, delivery
 
 
-def _settle(store: ActionsStore, channel: Channel, unsure: list[tuple[Outgoing, Delivery]], settle_seconds: float,
+def _settle(store: ActionsStore, channel: Channel, unsure: list[tuple[Item, Delivery]], settle_seconds: float,
             counts: Counts, record: Recorder, attempt_at) -> None:
     """Step 4: the posts whose answer was lost, looked up after a short wait."""
     time.sleep(max(settle_seconds, 0.0))

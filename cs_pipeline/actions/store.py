@@ -1,4 +1,4 @@
-"""The actions store: tasks, deliveries, notices, clicks, snoozes and task-sink records.
+"""The actions store: tasks, deliveries, notices, weekly digests, clicks, snoozes and task-sink records.
 
 The one owner of these tables and of every write to them. It is a transactional database of
 its own, not the DuckDB warehouse: DuckDB allows one writing process, so a Slack click (the
@@ -53,6 +53,11 @@ notices = sa.Table(
     "notices", meta, sa.Column("alert_id", S, primary_key=True), sa.Column("kind", S, primary_key=True),
     *_attempt_columns(), sa.Column("members", S),
 )
+# One row per part of a weekly CS-lead digest: its message, then the portfolio map in its thread.
+weekly_digests = sa.Table(
+    "weekly_digests", meta, sa.Column("week", S, primary_key=True), sa.Column("audience", S, primary_key=True),
+    sa.Column("part", S, primary_key=True), *_attempt_columns(),
+)
 alert_actions = sa.Table(
     "alert_actions", meta,
     sa.Column("alert_id", S), sa.Column("action", S), sa.Column("until", D), sa.Column("reason", S),
@@ -81,7 +86,7 @@ messages = sa.Table(
 
 POLARS_TYPES = {sa.String: pl.String, sa.Date: pl.Date, sa.DateTime: pl.Datetime("us"), sa.BigInteger: pl.Int64}
 # The warehouse's read copy: these tables, as `actions.<name>`.
-COPIED = (tasks, deliveries, notices, alert_actions, alert_state, task_sinks)
+COPIED = (tasks, deliveries, notices, weekly_digests, alert_actions, alert_state, task_sinks)
 
 
 def now() -> dt.datetime:
@@ -139,12 +144,19 @@ class ActionsStore:
         schema = {c.name: POLARS_TYPES[type(c.type)] for c in table.columns}
         return pl.DataFrame(self.rows(table), schema=schema, orient="row")
 
+    def attempt_rows(self, table: sa.Table, where=None) -> dict[tuple, DeliveryRow]:
+        """The rows of a table the delivery protocol records (`_attempt_columns`), by primary key."""
+        keys = ((tuple(r[c] for c in _pk(table)), r) for r in self.rows(table, where))
+        return {key: _row(r, key) for key, r in keys}
+
     def delivery_rows(self) -> dict[tuple, DeliveryRow]:
-        return {(r["alert_id"], r["notification_number"]): _row(r, (r["alert_id"], r["notification_number"]))
-                for r in self.rows(deliveries)}
+        return self.attempt_rows(deliveries)
 
     def notice_rows(self, kind: str) -> dict[tuple, DeliveryRow]:
-        return {(r["alert_id"], kind): _row(r, (r["alert_id"], kind)) for r in self.rows(notices, notices.c.kind == kind)}
+        return self.attempt_rows(notices, notices.c.kind == kind)
+
+    def weekly_digest_rows(self, week: str) -> dict[tuple, DeliveryRow]:
+        return self.attempt_rows(weekly_digests, weekly_digests.c.week == week)
 
     def actions_by_alert(self, alert_ids: Iterable[str]) -> dict[str, list[Action]]:
         """Snoozes, acknowledgements, `done` and `not_useful` per alert id, oldest first."""
@@ -286,10 +298,10 @@ class ActionsStore:
 
     # ------------------------------------------------------------------ the warehouse's read copy
 
-    def copy_to_warehouse(self, con) -> None:
-        """Replace the warehouse's `actions.*` tables with this store's rows (DuckDB `con`, writable)."""
+    def copy_to_warehouse(self, con, tables: Sequence[sa.Table] = COPIED) -> None:
+        """Replace the warehouse's `actions.*` tables (all, or `tables`) with this store's rows (DuckDB `con`, writable)."""
         con.execute("CREATE SCHEMA IF NOT EXISTS actions")
-        for table in COPIED:
+        for table in tables:
             con.register("_store_copy", self.frame(table).to_arrow())
             try:
                 con.execute(f'CREATE OR REPLACE TABLE actions."{table.name}" AS SELECT * FROM _store_copy')

@@ -41,17 +41,6 @@ def in_doubt(destination: str | None, status: str | None) -> bool:
     return status in (SENDING, UNSURE)
 
 
-# Rows written before the `unsure` status said so with this suffix on a `failed` reason.
-AMBIGUOUS_SUFFIX = "Slack may have posted it"
-
-
-def must_check_before_resend(destination: str | None, status: str | None, reason: str | None) -> bool:
-    """`in_doubt`, and also true for a row written before the `unsure` status (a `failed` reason
-    ending in AMBIGUOUS_SUFFIX); for callers that keep their own delivery rows."""
-    legacy = destination == "slack" and status == FAILED and (reason or "").endswith(AMBIGUOUS_SUFFIX)
-    return in_doubt(destination, status) or legacy
-
-
 def is_resolved(last_open_day: dt.date, latest_evaluated_live_day: dt.date) -> bool:
     """A sent alert is resolved when the latest evaluated live day is past its last open day."""
     return last_open_day < latest_evaluated_live_day

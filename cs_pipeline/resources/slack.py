@@ -34,7 +34,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from cs_pipeline.messages import AlertMessage, ResolvedMessage, render_alert, render_run_failure
+from cs_pipeline.messages import AlertMessage, ResolvedMessage, render_run_failure
 from cs_pipeline.settings import SEVERITIES
 
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -131,48 +131,20 @@ class SlackResource(dg.ConfigurableResource):
     def uses_slack(self) -> bool:
         return bool(self._token())
 
-    def deliver_alert(self, msg: AlertMessage) -> Delivery:
-        """Post `msg` to its owner, or to its segment's channel when the owner is not in Slack."""
-        if not self.uses_slack:
-            return self.write_alert_to_outbox(msg)
-        address = self.address_alert(msg)
-        if isinstance(address, Delivery):
-            return address
-        return self.post_alert(msg, address, wait_out_rate_limits=True)
-
-    def write_alert_to_outbox(self, msg: AlertMessage) -> Delivery:
-        """Write `msg` to the outbox; the same (alert, notification) replaces its file."""
-        text, blocks = render_alert(msg)
-        return self._write_outbox(
-            f"{msg.alert_id}-{msg.notification_number}",
-            {"channel": self._addressee(msg), "text": text, "blocks": blocks} | _alert_metadata(msg),
-        )
-
     def addressee(self, msg: AlertMessage | ResolvedMessage) -> str:
         """Who an alert is for before any lookup: the owner's email, else the segment's channel."""
-        return self._addressee(msg)
+        return (msg.owner_email or "").strip() or self.channel_for_segment(msg.segment)
 
     def address_alert(self, msg: AlertMessage | ResolvedMessage) -> Address | Delivery:
         """Where `msg` goes in Slack (the owner's user id, else the segment's channel), or a failed Delivery."""
         try:
             user_id, missing = self._owner_user_id(msg.owner_email)
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
-            return self._failed(self._addressee(msg), f"owner lookup: {self._reason(err)}")
+            return self._failed(self.addressee(msg), f"owner lookup: {self._reason(err)}")
         if user_id is not None:
             return Address(channel=user_id)
         channel = self.channel_for_segment(msg.segment)
         return Address(channel=channel, note=f"{missing}, so this alert went to {channel}. Please pick it up.", missing=missing)
-
-    def post_alert(self, msg: AlertMessage, address: Address, wait_out_rate_limits: bool = False) -> Delivery:
-        """Post `msg` to `address`. Without `wait_out_rate_limits`, a 429 comes back at once as a
-        failed Delivery with `retry_after`, so the caller can back off that channel only."""
-        text, blocks = render_alert(msg, note=address.note)
-        delivery = self._post(
-            address.channel, text, blocks, EVENT_TYPE_ALERT, _alert_metadata(msg), wait_out_rate_limits
-        )
-        if delivery.status == "sent" and address.note:
-            return dataclasses.replace(delivery, reason=f"{address.missing}; posted to {address.channel}")
-        return delivery
 
     def post(self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict) -> Delivery:
         """Post once; a 429 comes back at once as a failed Delivery with `retry_after` (the caller
@@ -180,7 +152,15 @@ class SlackResource(dg.ConfigurableResource):
         return self._post(channel, text, blocks, event_type, payload, wait_out_rate_limits=False)
 
     def write_outbox(self, key: str, content: dict) -> Delivery:
-        return self._write_outbox(key, content)
+        """Write `content` as `<outbox_dir>/<key>.json`; the same key replaces the file."""
+        text = " ".join(str(content.get("text") or "").split())
+        data = (json.dumps(content, ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
+        return self._write_outbox_file(f"{_safe_name(key)}.json", data, str(content.get("channel") or ""), text)
+
+    def write_outbox_image(self, key: str, data: bytes, channel: str) -> Delivery:
+        """Write a PNG as `<outbox_dir>/<key>.png` (an image shared beside a message); the same key replaces it."""
+        name = f"{_safe_name(key)}.png"
+        return self._write_outbox_file(name, data, channel, f"image {name}")
 
     def reason(self, err: Exception) -> str:
         """A short reason for `err`, free of the token."""
@@ -229,49 +209,41 @@ class SlackResource(dg.ConfigurableResource):
         text, blocks = render_run_failure(job_name, run_id, partition, self._redact(error), run_url)
         metadata = {"job_name": job_name, "run_id": run_id, "partition": partition}
         if not self.uses_slack:
-            return self._write_outbox(
+            return self.write_outbox(
                 f"run-failure-{run_id}", {"channel": self.oncall_channel, "text": text, "blocks": blocks} | metadata
             )
         payload = {key: value for key, value in metadata.items() if value is not None}
         return self._post(self.oncall_channel, text, blocks, EVENT_TYPE_RUN_FAILURE, payload)
 
-    def post_to_channel(self, channel: str, text: str, blocks: list[dict], event_type: str, payload: dict) -> Delivery:
-        """Post a message to `channel` with metadata (`event_type`, `payload`) that `find_post` finds."""
-        return self._post(channel, text, blocks, event_type, payload)
-
     def upload_image(self, channel_id: str, content: bytes, filename: str, title: str, thread_ts: str | None = None) -> Delivery:
         """Share an image in `channel_id` (in `thread_ts`'s thread) through files_upload_v2
         (files.getUploadURLExternal, the upload, files.completeUploadExternal). Not retried on a
-        dropped connection, like posts: the file may have been shared."""
+        dropped connection, like posts: the file may have been shared (`unsure`, see `find_file`)."""
         try:
             response = self._client(for_posting=True).files_upload_v2(
                 channel=channel_id, content=content, filename=filename, title=title, thread_ts=thread_ts,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
-            return self._failed(channel_id, self._reason(err, posting=True))
+            return self._failed(channel_id, self._reason(err), unsure=_may_have_posted(err))
         file = response.get("file") or {}
         return Delivery(destination="slack", channel=channel_id, status="sent", message_ts=str(file.get("id") or ""))
 
-    def write_to_outbox(self, key: str, content: dict, attachment: tuple[str, bytes] | None = None) -> Delivery:
-        """Write `content` as `<key>.json` to the outbox, and `attachment` (suffix, bytes) as `<key><suffix>` beside it."""
-        if attachment is not None:
-            suffix, data = attachment
-            path = Path(self.outbox_dir) / f"{_safe_name(key)}{suffix}"
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            except OSError as err:
-                reason = f"could not write {path}: {err.strerror or type(err).__name__}"
-                return Delivery(destination="outbox", channel=str(content.get("channel") or ""), status="failed", reason=reason)
-            content = content | {"attachment": str(path)}
-        return self._write_outbox(key, content)
+    def find_file(self, channel_id: str, thread_ts: str, filename: str) -> tuple[str, str] | None:
+        """(channel id, file id) of a file named `filename` shared in `thread_ts`'s thread, or None.
+        Raises when Slack cannot be asked, so the caller never uploads again on a guess."""
+        client, cursor = self._client(for_posting=False), None
+        while True:
+            page = client.conversations_replies(channel=channel_id, ts=thread_ts, limit=200, cursor=cursor)
+            for message in page.get("messages") or []:
+                for file in message.get("files") or []:
+                    if file.get("name") == filename:
+                        return channel_id, str(file.get("id"))
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
 
     def channel_for_segment(self, segment: str | None) -> str:
         return self.segment_channels.get(segment or "", self.fallback_channel)
-
-    def _addressee(self, msg: AlertMessage) -> str:
-        """Who an alert is for before any lookup: the owner's email, else the segment's channel."""
-        return (msg.owner_email or "").strip() or self.channel_for_segment(msg.segment)
 
     # ------------------------------------------------------------------ Slack
 
@@ -293,9 +265,8 @@ class SlackResource(dg.ConfigurableResource):
                 unfurl_media=False,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes a failed delivery
-            failed = self._failed(channel, self._reason(err))
-            status = "unsure" if _may_have_posted(err) else "failed"
-            return dataclasses.replace(failed, status=status, retry_after=_retry_after(err))
+            failed = self._failed(channel, self._reason(err), unsure=_may_have_posted(err))
+            return dataclasses.replace(failed, retry_after=_retry_after(err))
         return Delivery(
             destination="slack",
             channel=str(response.get("channel") or channel),
@@ -351,14 +322,13 @@ class SlackResource(dg.ConfigurableResource):
             self._clients[key] = client
         return client
 
-    def _failed(self, channel: str, reason: str) -> Delivery:
-        return Delivery(destination="slack", channel=channel, status="failed", reason=self._redact(reason))
+    def _failed(self, channel: str, reason: str, unsure: bool = False) -> Delivery:
+        """A request that failed: `unsure` when its answer was lost and Slack may have done it."""
+        return Delivery(destination="slack", channel=channel, status="unsure" if unsure else "failed",
+                        reason=self._redact(reason))
 
-    def _reason(self, err: Exception, posting: bool = False) -> str:
-        """A short reason for `err`, free of the token. `posting`: for a caller that records a lost
-        answer as `failed` rather than `unsure`, the reason then says that Slack may have posted it."""
-        if posting and _may_have_posted(err):
-            return f"{self._reason(err)}; Slack may have posted it"
+    def _reason(self, err: Exception) -> str:
+        """A short reason for `err`, free of the token."""
         if isinstance(err, SlackApiError):
             status = err.response.status_code
             code = _error_code(err)
@@ -400,18 +370,16 @@ class SlackResource(dg.ConfigurableResource):
 
     # ------------------------------------------------------------------ outbox
 
-    def _write_outbox(self, key: str, content: dict) -> Delivery:
-        """Write `content` as `<outbox_dir>/<key>.json` atomically; the same key replaces the file."""
+    def _write_outbox_file(self, name: str, data: bytes, channel: str, text: str) -> Delivery:
+        """Write `data` as `<outbox_dir>/<name>` atomically and show `text`; the same name replaces the file."""
         folder = Path(self.outbox_dir)
-        path = folder / f"{_safe_name(key)}.json"
-        channel = str(content.get("channel") or "")
+        path = folder / name
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=".tmp")
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(content, handle, ensure_ascii=False, indent=2, default=str)
-                    handle.write("\n")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -420,7 +388,6 @@ class SlackResource(dg.ConfigurableResource):
             reason = f"could not write {path}: {err.strerror or type(err).__name__}"
             return Delivery(destination="outbox", channel=channel, status="failed", reason=reason, path=str(path))
         # Without Slack, the message is shown where the operator is looking: text, recipient, file.
-        text = " ".join(str(content.get("text") or "").split())
         print(f"outbox → {channel or '(no channel)'}: {text[:200]}{'…' if len(text) > 200 else ''}\n  {path}", flush=True)
         return Delivery(destination="outbox", channel=channel, status="sent", path=str(path))
 
@@ -444,10 +411,6 @@ def _may_have_posted(err: Exception) -> bool:
         return False  # never connected
     return isinstance(err, (TimeoutError, socket.timeout, http.client.RemoteDisconnected, ConnectionError,
                             http.client.IncompleteRead))
-
-
-def _alert_metadata(msg: AlertMessage) -> dict:
-    return {"alert_id": msg.alert_id, "notification_number": msg.notification_number}
 
 
 def _has_metadata(message: dict, event_type: str, payload: dict) -> bool:

@@ -6,9 +6,10 @@
         assert server.messages[0]["channel_id"].startswith("D")
 
 It answers `auth.test`, `users.lookupByEmail`, `chat.postMessage`, `conversations.open`,
-`conversations.list` and `conversations.history` (with `oldest` and `include_all_metadata`), and the
-three steps of slack-sdk's `files_upload_v2` (`files.getUploadURLExternal`, a POST of the bytes to
-the upload URL it returns, `files.completeUploadExternal`; uploaded files are in `files`) with the shapes of the real
+`conversations.list`, `conversations.history` (with `oldest` and `include_all_metadata`),
+`conversations.replies` (a thread with the files shared in it), and the three steps of
+slack-sdk's `files_upload_v2` (`files.getUploadURLExternal`, a POST of the bytes to the upload
+URL it returns, `files.completeUploadExternal`; uploaded files are in `files`) with the shapes of the real
 API (https://docs.slack.dev/reference/methods), checks the Block Kit limits Slack enforces
 (`invalid_blocks`), and records every accepted message. `fail_next` injects the faults a real
 connection sees: rate limits, server errors, and connections dropped before or after Slack
@@ -256,6 +257,21 @@ class SlackServer(LoopbackServer):
             shown.append(item)
         return {"ok": True, "messages": shown, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
+    def conversations_replies(self, params: dict) -> dict:
+        """A thread: its parent message, then the files shared in it (a message each, with `files`)."""
+        channel_id, ts = str(params.get("channel") or ""), str(params.get("ts") or "")
+        with self._lock:
+            parent = [m for m in self.messages if m["channel_id"] == channel_id and m["ts"] == ts]
+            shared = [f for f in self.files.values()
+                      if f["completed"] and f.get("channel_id") == channel_id and f.get("thread_ts") == ts]
+        if not parent:
+            return {"ok": False, "error": "thread_not_found"}
+        shown = [{"type": "message", "user": BOT_USER_ID, "text": parent[0]["text"] or "", "ts": ts, "thread_ts": ts}]
+        shown += [{"type": "message", "user": BOT_USER_ID, "text": "", "ts": f["shared_ts"], "thread_ts": ts,
+                   "files": [{"id": f["id"], "name": f["filename"], "title": f["title"]}]}
+                  for f in sorted(shared, key=lambda f: f["shared_ts"])]
+        return {"ok": True, "messages": shown, "has_more": False, "response_metadata": {"next_cursor": ""}}
+
     def files_get_upload_url_external(self, params: dict) -> dict:
         """Step 1 of an upload: a file id and a one-time URL to POST the bytes to."""
         filename = str(params.get("filename") or "")
@@ -310,7 +326,9 @@ class SlackServer(LoopbackServer):
             for item in items:
                 stored = self.files[item["id"]]
                 title = item.get("title") or stored["filename"]
+                self._ts_counter += 1
                 stored.update(completed=True, title=title, channel_id=channel_id, thread_ts=thread_ts,
+                              shared_ts=f"{int(time.time())}.{self._ts_counter:06d}",
                               initial_comment=params.get("initial_comment"), mimetype=_mimetype(stored["filename"]))
                 # Slack answers only each file's id and title; the share appears in the channel.
                 shown.append({"id": stored["id"], "title": title})
@@ -346,6 +364,7 @@ ROUTES = {
     "conversations.open": SlackServer.conversations_open,
     "conversations.list": SlackServer.conversations_list,
     "conversations.history": SlackServer.conversations_history,
+    "conversations.replies": SlackServer.conversations_replies,
     "files.getUploadURLExternal": SlackServer.files_get_upload_url_external,
     "files.completeUploadExternal": SlackServer.files_complete_upload_external,
 }
