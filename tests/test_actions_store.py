@@ -6,10 +6,11 @@ import datetime as dt
 import duckdb
 import pytest
 
-from cs_pipeline.actions import notify
+from cs_pipeline.actions import notify, weekly
 from cs_pipeline.actions import store as tables
 from cs_pipeline.actions.channels import channel_for
 from cs_pipeline.actions.store import ActionsStore
+from cs_pipeline.logic.weekly_digest import Audience
 from cs_pipeline.resources.slack import Delivery, SlackResource
 from tests.support import make_alert_message
 from tests.support.databases import _database
@@ -70,3 +71,30 @@ def test_closing_and_the_warehouse_read_copy(store, tmp_path):
         assert con.execute("SELECT task_id, status, due_date FROM actions.tasks").fetchall() == [("t1", "done", dt.date(2025, 5, 1))]
         assert con.execute("SELECT alert_id, status, attempts FROM actions.deliveries").fetchall() == [("a1", "sent", 1)]
         assert con.execute("SELECT count(*) FROM actions.alert_actions").fetchone() == (0,)
+
+
+def test_weekly_digest_parts_go_once_through_the_protocol_and_into_the_read_copy(store, tmp_path):
+    audiences = [Audience(name="all", channel="#cs-leads"), Audience(name="smb", channel="#cs-smb-leads")]
+    made = []
+
+    def make(audience):
+        made.append(audience.name)
+        return f"digest for {audience.name}", [], b"\x89PNG\r\n\x1a\n" + audience.name.encode()
+
+    with SlackServer(token=TOKEN) as server:
+        slack = SlackResource(bot_token=TOKEN, api_url=server.url, min_seconds_between_posts_per_channel=0.0)
+        server.fail_next("files.completeUploadExternal", 1, "server_error")  # retried by slack-sdk: nothing shared
+        assert weekly.send_parts(store, slack, "2025-W18", audiences, make, settle_seconds=0.0) == 2
+        assert weekly.send_parts(store, slack, "2025-W18", audiences, make, settle_seconds=0.0) == 0
+        assert made == ["all", "smb"] and len(server.messages) == 2  # the second call renders and sends nothing
+        assert sorted(f["filename"] for f in server.files.values() if f["completed"]) == [
+            "portfolio-map-2025-W18-all.png", "portfolio-map-2025-W18-smb.png"]
+    assert weekly.outcomes_of(store, "2025-W18", ["all", "smb"]) == {
+        a: {"message": "sent", "map": "sent"} for a in ("all", "smb")}
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        store.copy_to_warehouse(con, [tables.weekly_digests])
+        rows = con.execute("SELECT audience, part, status, attempts, message_ts FROM actions.weekly_digests ORDER BY 1, 2").fetchall()
+    file_ids = {f["filename"]: f["id"] for f in server.files.values() if f["completed"]}
+    assert [r[:4] for r in rows] == [("all", "map", "sent", 1), ("all", "message", "sent", 1),
+                                     ("smb", "map", "sent", 1), ("smb", "message", "sent", 1)]
+    assert rows[0][4] == file_ids["portfolio-map-2025-W18-all.png"] and rows[1][4] == server.messages[0]["ts"]
