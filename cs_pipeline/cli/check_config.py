@@ -8,8 +8,7 @@ from cs_pipeline import settings
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from cs_pipeline.logic.config import health_variables, load_health_model, load_rules
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, RULES_FILE, health_variables, load_health_model, load_rules
 
     config_dir = settings.config_dir()
     model = load_health_model(config_dir / HEALTH_MODEL_FILE)

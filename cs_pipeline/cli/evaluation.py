@@ -19,8 +19,7 @@ from cs_pipeline.cli.common import CliError, connect, existing_warehouse, parse_
 def _evaluation_inputs(args: argparse.Namespace):
     """The spec, the model under test (from --config), its rules and a read-only warehouse connection."""
     from cs_pipeline.logic.backtest import BacktestError, BacktestSpec, parse_lead
-    from cs_pipeline.logic.config import ConfigError, load_health_model, load_rules
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, RULES_FILE, ConfigError, load_health_model, load_rules
 
     try:
         low, high = parse_lead(args.lead)
@@ -92,9 +91,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from cs_pipeline.assets.backtest import backtest, labelled_observations
     from cs_pipeline.logic.backtest import BacktestError
     from cs_pipeline.logic.calibrate import calibrate, to_yaml
-    from cs_pipeline.logic.config import ConfigError, load_health_model, load_rules
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, RULES_FILE, ConfigError, load_health_model, load_rules
     from cs_pipeline.logic.report import write_report
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
 
     spec, model, rules, path = _evaluation_inputs(args)
     out = Path(args.out).resolve()
@@ -147,8 +145,7 @@ def backtest_headline() -> None:
     from cs_pipeline.assets.backtest import health_days, labelled_observations
     from cs_pipeline.logic.backtest import BacktestError, BacktestSpec
     from cs_pipeline.logic.calibrate import calibrate
-    from cs_pipeline.logic.config import load_health_model
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, load_health_model
 
     aucs = dict((r["score"], r["auc"]) for r in read("SELECT score, auc FROM evaluation.backtest_auc", needs=("evaluation.backtest_auc",)))
     if not aucs:
