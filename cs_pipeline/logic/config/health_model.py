@@ -44,11 +44,6 @@ class Bands(Strict):
     red: float = Field(1.5, ge=0, le=4, allow_inf_nan=False)
     yellow: float = Field(2.5, ge=0, le=4, allow_inf_nan=False)
 
-    def band_of(self, score: float | None) -> str | None:
-        if score is None:
-            return None
-        return "red" if score < self.red else "yellow" if score < self.yellow else "green"
-
 
 class Product(Strict):
     events: list[str] = Field(min_length=1)
