@@ -31,8 +31,7 @@ DAY = dt.timedelta(days=1)
 
 
 def _model():
-    from cs_pipeline.logic.config import load_health_model
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, load_health_model
 
     return load_health_model(settings.config_dir() / HEALTH_MODEL_FILE)
 

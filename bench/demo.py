@@ -79,7 +79,7 @@ def main() -> int:
     })
     os.environ.pop("SLACK_BOT_TOKEN", None)
     from cs_pipeline import settings
-    from cs_pipeline.cli import run_pipeline
+    from cs_pipeline.cli.running import run_pipeline
     from cs_pipeline.demo.generator import DemoSpec, generate
 
     end = settings.today() - dt.timedelta(days=1)

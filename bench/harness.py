@@ -169,10 +169,8 @@ def same_figures(pipeline: Any, other: Any, columns: list[str], *, key: str = "a
 
 
 def _usage_columns(site: Site) -> tuple[list[str], list[str]]:
-    from cs_pipeline.logic.config import load_health_model
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, event_column, load_health_model
     from cs_pipeline.logic.usage import count_columns
-    from cs_pipeline.logic.config import event_column
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE
     from cs_pipeline import settings
 
     model = load_health_model(settings.config_dir() / HEALTH_MODEL_FILE)

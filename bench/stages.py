@@ -314,7 +314,7 @@ def stage_run(args: dict) -> dict:
     The snapshot exports are reloaded as if they had been exported again, as a daily export job
     does (`CS_PIPELINE_RELOAD_UNCHANGED_EXPORTS`): the set-up loaded the same files already, and
     a run that skipped them would measure less than a real day."""
-    from cs_pipeline.cli import run_pipeline
+    from cs_pipeline.cli.running import run_pipeline
 
     first, last = dt.date.fromisoformat(args["first"]), dt.date.fromisoformat(args["last"])
     with _reloading_exports(), contextlib.redirect_stdout(io.StringIO()):

@@ -10,6 +10,7 @@ import pytest
 
 from bench.evaluation import synthetic_history, write_warehouse
 from cs_pipeline import cli, settings
+from cs_pipeline.cli.evaluation import backtest_headline
 from cs_pipeline.logic.config import load_health_model
 
 TODAY = "2026-03-01"
@@ -126,7 +127,7 @@ def test_the_asset_writes_evaluation_tables_metadata_and_the_report(warehouse, t
     assert set(scores) == {"model", "days_since_last_login", "events_30d"} and rules == 8
     # The demo ends with the headline read from those tables, and a calibration on the same history.
     monkeypatch.setenv("CS_PIPELINE_CONFIG_DIR", str(settings.SHIPPED_CONFIG_DIR))
-    cli.backtest_headline()
+    backtest_headline()
     headline = capsys.readouterr().out
     assert f"AUC of the health score {scores['model']:.3f}" in headline
     assert "calibrated on the earlier dates, AUC on the later ones" in headline and "no_login_20d" in headline

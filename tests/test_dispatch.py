@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from cs_pipeline import cli
+from cs_pipeline.cli.alerts import read_alerts
 from cs_pipeline.actions import notify, store as tables
 from cs_pipeline.actions.channels import channel_for
 from cs_pipeline.actions.store import ActionsStore
@@ -216,7 +217,7 @@ def test_slack_down_for_several_runs_then_back_delivers_everything_once(tmp_path
         until = (planted.TODAY + dt.timedelta(days=7)).isoformat()
         assert cli.main(["ack", acked, "--by", "csm@example.com", "--note", "on it"]) == 0
         assert cli.main(["snooze", snoozed, "--until", until, "--reason", "customer on holiday"]) == 0
-        status = {a["alert_id"]: a["status"] for a in cli.read_alerts()}
+        status = {a["alert_id"]: a["status"] for a in read_alerts()}
         assert (status[acked], status[snoozed]) == ("acknowledged", "snoozed")
 
         # Slack is back: the next retry delivers each other live alert exactly once.

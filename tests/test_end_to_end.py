@@ -40,7 +40,7 @@ def pipeline(tmp_path_factory):
 
 def assert_each_partition_carries_its_own_figures(pipeline, result) -> None:
     """A range run's materializations: one per partition, each with the figures of its own day."""
-    from cs_pipeline.cli import read_alerts
+    from cs_pipeline.cli.alerts import read_alerts
 
     def by_partition(asset: str) -> dict[str, dict]:
         events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]

@@ -17,6 +17,8 @@ import pytest
 
 import cs_pipeline.definitions
 from cs_pipeline import cli
+from cs_pipeline.cli.alerts import read_alerts
+from cs_pipeline.cli.running import FALLBACK_INSTANCE_YAML
 from tests.support import planted
 from tests.support.pipeline import alert_keys, planted_pipeline
 
@@ -38,7 +40,7 @@ def run(pipeline, first: dt.date, last: dt.date, capsys) -> str:
 def state(pipeline) -> tuple[list, set, set]:
     alert_messages = [m for m in pipeline.server.messages if m["metadata"]["event_type"] == "cs_pipeline_alert"]
     tasks = set(pipeline.sql("SELECT task_id, alert_id FROM actions.tasks"))
-    live = {a["alert_id"] for a in cli.read_alerts() if a["status"] == "sent"}
+    live = {a["alert_id"] for a in read_alerts() if a["status"] == "sent"}
     return alert_messages, tasks, live
 
 
@@ -46,7 +48,7 @@ def state(pipeline) -> tuple[list, set, set]:
 def pipeline(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(cli.FALLBACK_INSTANCE_YAML)
+    (home / "dagster.yaml").write_text(FALLBACK_INSTANCE_YAML)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with planted_pipeline(tmp_path) as harness:
         # `cs-pipeline run` is a fresh process, whose definitions read this environment; the
@@ -80,7 +82,7 @@ def test_moving_the_first_partition_earlier_keeps_every_delivered_alert(pipeline
     said = run(pipeline, WEEK_BEFORE, planted.LAST, capsys)
     assert "Starting at" not in said
     messages, tasks, live = state(pipeline)
-    situations = {(a["rule_id"], a["account_id"]): a["alert_id"] for a in cli.read_alerts() if a["status"] == "sent"}
+    situations = {(a["rule_id"], a["account_id"]): a["alert_id"] for a in read_alerts() if a["status"] == "sent"}
     assert ("renewal_at_risk", "acc_renewal") in situations and len(situations) == len(live)
 
     monkeypatch.delenv("CS_PIPELINE_START_DATE")  # the first partition is the data's first day again
@@ -91,7 +93,7 @@ def test_moving_the_first_partition_earlier_keeps_every_delivered_alert(pipeline
     sent_ids = [m["metadata"]["event_payload"]["alert_id"] for m in messages_after]
     new_ids = sent_ids[len(messages):]
     assert not set(new_ids) & set(sent_ids[: len(messages)])  # no alert sent twice
-    by_id = {a["alert_id"]: (a["rule_id"], a["account_id"]) for a in cli.read_alerts()}
+    by_id = {a["alert_id"]: (a["rule_id"], a["account_id"]) for a in read_alerts()}
     assert not {by_id[i] for i in new_ids} & set(situations)  # no situation messaged under a second id
     assert len(tasks_after) - len(tasks) == len(set(new_ids))  # one task per new alert, none doubled
     keys = alert_keys()

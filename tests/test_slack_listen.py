@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from cs_pipeline import cli
+from cs_pipeline.cli.alerts import refresh_read_copy
 from cs_pipeline.actions import notify
 from cs_pipeline.actions import store as tables
 from cs_pipeline.actions.channels import channel_for
@@ -147,11 +148,11 @@ def test_a_click_while_a_run_holds_the_warehouse_is_stored_and_copied_later(stor
         assert run.stdout.readline().strip() == "held"
         assert server.wait_for_ack(server.click(click_payload(posted["al_1"], "cs_done", "U001")))
         assert actions_of(store) == [("al_1", "done", None, None, "U001")]
-        assert cli.refresh_read_copy(store) is False  # the copy waits for the warehouse
+        assert refresh_read_copy(store) is False  # the copy waits for the warehouse
     finally:
         run.kill()
         run.wait(timeout=10)
-    assert cli.refresh_read_copy(store) is True
+    assert refresh_read_copy(store) is True
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute('SELECT alert_id, action, "by" FROM actions.alert_actions').fetchall() == [("al_1", "done", "U001")]
         assert con.execute("SELECT status FROM actions.tasks").fetchall() == [("done",)]

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from cs_pipeline import cli
+from cs_pipeline.cli.alerts import TASK_FIELDS
 from cs_pipeline.actions import planner
 from cs_pipeline.actions import store as tables
 from cs_pipeline.actions.sinks import sync_sinks
@@ -138,7 +139,7 @@ def test_dispatch_creates_each_mapped_task_once_retries_a_failure_and_leaves_unm
         assert {r["sink"]: r["remote_id"] for r in listed[some]["remote"]} == {
             "crm": final[(some, "crm")][1], "hooks": final[(some, "hooks")][1]}
         assert all(listed[t]["remote"] == [] for t in set(tasks) - set(mapped))
-        assert set(listed[some]) == {*cli.TASK_FIELDS, "remote"}
+        assert set(listed[some]) == {*TASK_FIELDS, "remote"}
         assert cli.main(["tasks"]) == 0
         table = capsys.readouterr().out
         assert "remote" in table.splitlines()[0] and f"crm:{final[(some, 'crm')][1]}" in table

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from cs_pipeline.logic.config import HealthModel, RuleSet, health_variables, load_health_model, load_rules
-
-HEALTH_MODEL_FILE = "health_model.yaml"
-RULES_FILE = "rules.yaml"
+from cs_pipeline.logic.config import (
+    HEALTH_MODEL_FILE,
+    RULES_FILE,
+    HealthModel,
+    RuleSet,
+    health_variables,
+    load_health_model,
+    load_rules,
+)
 
 
 def check_config_files(config_dir: str | Path, task_sinks_file: str = "") -> tuple[HealthModel, RuleSet]:

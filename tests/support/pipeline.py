@@ -88,6 +88,6 @@ def planted_pipeline(root: Path, extra_env: dict[str, str] | None = None) -> Ite
 
 def alert_keys() -> set[tuple[str, str, str, str]]:
     """(rule_id, account_id, episode_start, status) of every alert, as `cs-pipeline alerts` lists them."""
-    from cs_pipeline.cli import read_alerts
+    from cs_pipeline.cli.alerts import read_alerts
 
     return {(a["rule_id"], a["account_id"], a["episode_start"].isoformat(), a["status"]) for a in read_alerts()}

@@ -13,36 +13,27 @@ import sys
 from pathlib import Path
 
 from cs_pipeline import settings
-
-
-def _cli():
-    from cs_pipeline import cli  # the command's shared helpers (CliError, reading, tables); imported late: cli imports this module
-
-    return cli
+from cs_pipeline.cli.common import CliError, connect, existing_warehouse, parse_day, print_table, read
 
 
 def _evaluation_inputs(args: argparse.Namespace):
     """The spec, the model under test (from --config), its rules and a read-only warehouse connection."""
     from cs_pipeline.logic.backtest import BacktestError, BacktestSpec, parse_lead
-    from cs_pipeline.logic.config import ConfigError, load_health_model, load_rules
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, RULES_FILE, ConfigError, load_health_model, load_rules
 
     try:
         low, high = parse_lead(args.lead)
         every = args.every if args.every is not None else (10 if args.func is cmd_calibrate else 15)
-        spec = BacktestSpec(_cli()._parse_day(args.date_from, "--from"), _cli()._parse_day(args.date_to, "--to"), every, low, high)
+        spec = BacktestSpec(parse_day(args.date_from, "--from"), parse_day(args.date_to, "--to"), every, low, high)
     except BacktestError as error:
-        raise _cli().CliError(str(error)) from None
+        raise CliError(str(error)) from None
     config_dir = settings.config_dir()
     try:
         model = load_health_model(config_dir / HEALTH_MODEL_FILE)
         rules = load_rules(config_dir / RULES_FILE, model)
     except ConfigError as error:
-        raise _cli().CliError(f"invalid model: {error}") from None
-    path = settings.warehouse_path()
-    if not path.exists():
-        raise _cli().CliError(f"warehouse {path} does not exist: run `cs-pipeline demo` or `cs-pipeline run` first")
-    return spec, model, rules, path
+        raise CliError(f"invalid model: {error}") from None
+    return spec, model, rules, existing_warehouse()
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -60,14 +51,16 @@ def _print_backtest(result) -> None:
     for name, value in result.auc.items():
         print(f"  {name:<24} {_fmt(value)}")
     print("\nChurn by band:")
-    _cli()._print_table([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()} for r in result.bands.to_dicts()],
-                 result.bands.columns)
+    _print_frame(result.bands)
     print("\nBy segment:")
-    _cli()._print_table([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()} for r in result.segments.to_dicts()],
-                 result.segments.columns)
+    _print_frame(result.segments)
     print("\nRules:")
-    _cli()._print_table([{k: (_fmt(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in result.rules.to_dicts()],
-                 result.rules.columns)
+    _print_frame(result.rules, 2)
+
+
+def _print_frame(frame, digits: int = 3) -> None:
+    print_table([{k: (_fmt(v, digits) if isinstance(v, float) else v) for k, v in r.items()} for r in frame.to_dicts()],
+                frame.columns)
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -76,11 +69,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from cs_pipeline.logic.report import write_report
 
     spec, model, rules, path = _evaluation_inputs(args)
-    con = _cli()._connect_read_only(path)
+    con = connect(path)
     try:
         result = backtest(con, spec, model, settings.today(), [r.id for r in rules.rules])
     except BacktestError as error:
-        raise _cli().CliError(str(error)) from None
+        raise CliError(str(error)) from None
     finally:
         con.close()
     if args.format == "json":
@@ -98,25 +91,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from cs_pipeline.assets.backtest import backtest, labelled_observations
     from cs_pipeline.logic.backtest import BacktestError
     from cs_pipeline.logic.calibrate import calibrate, to_yaml
-    from cs_pipeline.logic.config import ConfigError, load_health_model, load_rules
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, RULES_FILE, ConfigError, load_health_model, load_rules
     from cs_pipeline.logic.report import write_report
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE, RULES_FILE
 
     spec, model, rules, path = _evaluation_inputs(args)
     out = Path(args.out).resolve()
     config_dir = settings.config_dir().resolve()
     if out == config_dir / HEALTH_MODEL_FILE:
-        raise _cli().CliError(f"--out {out} is the active model of --config; write the proposal elsewhere (--apply replaces it)")
+        raise CliError(f"--out {out} is the active model of --config; write the proposal elsewhere (--apply replaces it)")
     if args.apply and config_dir == settings.SHIPPED_CONFIG_DIR.resolve():
-        raise _cli().CliError("--apply replaces the active health_model.yaml of --config DIR; the shipped one is part of the "
+        raise CliError("--apply replaces the active health_model.yaml of --config DIR; the shipped one is part of the "
                        "package: copy cs_pipeline/config to a folder and pass --config FOLDER")
-    con = _cli()._connect_read_only(path)
+    con = connect(path)
     try:
         frame = labelled_observations(con, spec, model, settings.today())
         result = calibrate(frame, model, spec.lead_min, spec.lead_max)
         current = backtest(con, spec, model, settings.today(), [r.id for r in rules.rules]) if args.report else None
     except BacktestError as error:
-        raise _cli().CliError(str(error)) from None
+        raise CliError(str(error)) from None
     finally:
         con.close()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +119,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             shutil.copy(config_dir / RULES_FILE, out.parent / RULES_FILE)  # so the folder works with --config as is
         load_rules(out.parent / RULES_FILE, proposed)
     except ConfigError as error:
-        raise _cli().CliError(f"the proposed model does not validate: {error}") from None
+        raise CliError(f"the proposed model does not validate: {error}") from None
     a = result.auc_test
     print(f"Calibrated on {result.fit_dates[0]} .. {result.fit_dates[-1]} ({result.fit_churners} churned accounts), "
           f"tested on {result.test_dates[0]} .. {result.test_dates[-1]} ({result.test_churners})")
@@ -153,16 +145,15 @@ def backtest_headline() -> None:
     from cs_pipeline.assets.backtest import health_days, labelled_observations
     from cs_pipeline.logic.backtest import BacktestError, BacktestSpec
     from cs_pipeline.logic.calibrate import calibrate
-    from cs_pipeline.logic.config import load_health_model
-    from cs_pipeline.resources.config import HEALTH_MODEL_FILE
+    from cs_pipeline.logic.config import HEALTH_MODEL_FILE, load_health_model
 
-    aucs = dict((r["score"], r["auc"]) for r in _cli()._read("SELECT score, auc FROM evaluation.backtest_auc", needs=("evaluation.backtest_auc",)))
+    aucs = dict((r["score"], r["auc"]) for r in read("SELECT score, auc FROM evaluation.backtest_auc", needs=("evaluation.backtest_auc",)))
     if not aucs:
         print("\nBacktest: not computed (too little history or no churn yet; see the health_backtest asset)")
         return
     print(f"\nBacktest (churn 30-90 days ahead): AUC of the health score {_fmt(aucs.get('model'))}, "
           f"days since last login {_fmt(aucs.get('days_since_last_login'))}, 30-day events {_fmt(aucs.get('events_30d'))}")
-    con = _cli()._connect_read_only(settings.warehouse_path())
+    con = connect(settings.warehouse_path())
     try:
         model = load_health_model(settings.config_dir() / HEALTH_MODEL_FILE)
         first, last = health_days(con)
@@ -173,30 +164,8 @@ def backtest_headline() -> None:
         print(f"  calibrate: {error}")
     finally:
         con.close()
-    rules = _cli()._read("SELECT rule_id, alerts, precision, warned_share, median_lead_days FROM evaluation.backtest_rules "
-                  "WHERE alerts > 0 ORDER BY rule_id", needs=("evaluation.backtest_rules",))
+    rules = read("SELECT rule_id, alerts, precision, warned_share, median_lead_days FROM evaluation.backtest_rules "
+                 "WHERE alerts > 0 ORDER BY rule_id", needs=("evaluation.backtest_rules",))
     for r in rules:
         print(f"  {r['rule_id']:<20} {r['alerts']:>5} alerts, precision {_fmt(r['precision'], 2)}, churners warned 30+ days "
               f"ahead {_fmt(r['warned_share'], 2)}, median lead {_fmt(r['median_lead_days'], 0)} days")
-
-
-def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD", help="first observation date")
-    parser.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD", help="last observation date")
-    parser.add_argument("--every", type=int, default=None, metavar="N",
-                        help="days between observation dates (default: 15 for backtest, 10 for calibrate: more rows to fit)")
-    parser.add_argument("--lead", default="30:90", metavar="MIN:MAX", help="churn window after each date, in days (default 30:90)")
-    parser.add_argument("--report", default=None, metavar="FILE.html", help="also write the HTML report there")
-
-
-def add_evaluation_commands(sub, common: argparse.ArgumentParser) -> None:
-    """The `backtest` and `calibrate` subcommands."""
-    bt = sub.add_parser("backtest", parents=[common], help="check the health model (--config) and the alerts against churn history")
-    _add_evaluation_options(bt)
-    bt.add_argument("--format", choices=("table", "json"), default="table")
-    bt.set_defaults(func=cmd_backtest)
-    cal = sub.add_parser("calibrate", parents=[common], help="fit the health model to churn history; write a proposed health_model.yaml")
-    _add_evaluation_options(cal)
-    cal.add_argument("--out", required=True, metavar="FILE", help="where to write the proposed health_model.yaml")
-    cal.add_argument("--apply", action="store_true", help="also replace the health_model.yaml of --config DIR (a backup is kept)")
-    cal.set_defaults(func=cmd_calibrate)

@@ -1,0 +1,7 @@
+"""`python -m cs_pipeline.cli`: the `cs-pipeline` command."""
+
+import sys
+
+from cs_pipeline.cli import main
+
+sys.exit(main())
