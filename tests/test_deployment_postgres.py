@@ -80,6 +80,12 @@ def test_a_cli_run_and_a_sensor_launched_dispatch_land_in_postgres(deployment):
     with launch.code_location(instance) as (workspace, repo):
         location = workspace.get_code_location(launch.LOCATION)
         tick = location.get_sensor_execution_data(instance, repo.handle, "alert_dispatch_sensor", None, None, None, None, None)
+        cli_dispatch = next(run_id for run_id, job, _ in runs_in_postgres(url) if job == "dispatch_alerts")
+        assert tick.run_requests == [] and tick.skip_message == (  # the CLI's own dispatch run sent them
+            f"the new live alerts are dispatched by run {cli_dispatch[:8]}, launched after them")
+        # Alerts no dispatch run has seen yet (a UI run's, say) are dispatched by the sensor.
+        instance.report_runless_asset_event(dg.AssetMaterialization("alerts", metadata={"live_alerts": 1}))
+        tick = location.get_sensor_execution_data(instance, repo.handle, "alert_dispatch_sensor", None, None, tick.cursor, None, None)
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
         run = launch.create_run(instance, workspace, repo, "dispatch_alerts",

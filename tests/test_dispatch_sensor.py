@@ -105,3 +105,32 @@ def test_a_job_that_keeps_crashing_is_retried_three_times_at_once_then_with_grow
         assert _dispatch(instance, tick.run_requests[0].tags).success
         now["t"] = _last_end(instance) + 1
         assert _tick(instance, cursor).skip_message == "no new live alerts and no failed deliveries to retry"
+
+
+def test_live_alerts_that_a_later_dispatch_run_sends_launch_no_second_run(tmp_path, monkeypatch):
+    """`cs-pipeline run` dispatches its own alerts: the sensor launches no second dispatch for them,
+    but still retries that run when it fails, and still dispatches alerts materialized after it."""
+    monkeypatch.setenv("CS_PIPELINE_WAREHOUSE", str(tmp_path / "w.duckdb"))
+    monkeypatch.setenv("CS_PIPELINE_OUTBOX", str(tmp_path / "outbox"))
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("alerts", metadata={"live_alerts": 3}))
+        dispatch = _dispatch(instance, {"cs_pipeline/trigger": "manual"})
+        assert dispatch.success
+        tick = _tick(instance)
+        assert tick.run_requests == []
+        assert tick.skip_message == f"the new live alerts are dispatched by run {dispatch.run_id[:8]}, launched after them"
+
+        # Alerts materialized after that run are not its own: the sensor dispatches them.
+        instance.report_runless_asset_event(dg.AssetMaterialization("alerts", metadata={"live_alerts": 2}))
+        tick = _tick(instance, tick.cursor)
+        assert [r.tags["cs_pipeline/trigger"] for r in tick.run_requests] == ["alerts"]
+
+        # The run that dispatched them failed: it is retried, as any failed dispatch run.
+        instance.report_runless_asset_event(dg.AssetMaterialization("alerts", metadata={"live_alerts": 2}))
+        broken = tmp_path / "not-a-warehouse"
+        broken.mkdir()
+        monkeypatch.setenv("CS_PIPELINE_WAREHOUSE", str(broken))
+        failed = _dispatch(instance, {"cs_pipeline/trigger": "manual"})
+        assert not failed.success
+        assert [r.run_key for r in _tick(instance, tick.cursor).run_requests] == [f"retry-{failed.run_id}"]

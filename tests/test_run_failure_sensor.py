@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import pytest
 
 from cs_pipeline.assets.ingest import raw_events
 from cs_pipeline.resources.slack import SlackResource
@@ -12,14 +13,25 @@ from cs_pipeline.sensors.run_failures import run_failure_to_slack
 from tests.support.slack_server import SlackServer
 
 
-def test_a_failed_partition_run_is_posted_to_on_call(tmp_path):
+RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+@pytest.mark.parametrize(
+    ("selection", "shown"),
+    [({"partition_key": "2025-03-10"}, "2025-03-10"),
+     # `cs-pipeline run --from D --to D` launches a range run of one day.
+     ({"tags": dict.fromkeys(RANGE, "2025-03-10")}, "2025-03-10"),
+     ({"tags": dict(zip(RANGE, ("2025-03-10", "2025-03-12")))}, "2025-03-10...2025-03-12")],
+    ids=["partition", "one-day-range", "range"],
+)
+def test_a_failed_partition_run_is_posted_to_on_call(tmp_path, selection, shown):
     with dg.instance_for_test() as instance, SlackServer(token="xoxb-oncall") as server:
         result = dg.materialize(
             [raw_events],
             resources={"warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")), "source": SourcesResource(data_dir=str(tmp_path / "missing"))},
-            partition_key="2025-03-10",
             instance=instance,
             raise_on_error=False,
+            **selection,
         )
         assert not result.success
         context = dg.build_run_status_sensor_context(
@@ -35,5 +47,6 @@ def test_a_failed_partition_run_is_posted_to_on_call(tmp_path):
     message = server.messages[0]
     text = json.dumps(message["blocks"]) + message["text"]
     assert message["channel"] == "#cs-pipeline-oncall"
-    assert "2025-03-10" in text and result.run_id in text and f"/runs/{result.run_id}" in text
+    assert f"*Partition*\\n{shown}\"" in text and message["metadata"]["event_payload"]["partition"] == shown
+    assert result.run_id in text and f"/runs/{result.run_id}" in text
     assert "raw_events" in text or "__ephemeral_asset_job__" in text

@@ -8,7 +8,8 @@ Retries back off. The first three dispatch runs in a row that need a retry (a ru
 or left failed deliveries) are retried on the next tick; after that the sensor waits 1, 2, 4 ...
 minutes after the last one ended, at most CS_PIPELINE_DISPATCH_RETRY_MAX_MINUTES (60), so a
 job that crashes on every run is not relaunched every minute for ever, while a Slack outage is
-still caught up within that cap once Slack is back. New live alerts are dispatched at once.
+still caught up within that cap once Slack is back. New live alerts are dispatched at once,
+unless a dispatch run started after them (`cs-pipeline run` launches its own): it sends them all.
 """
 
 import datetime as dt
@@ -43,22 +44,27 @@ def alert_dispatch_sensor(context: dg.SensorEvaluationContext):
         dg.AssetRecordsFilter(asset_key=ALERTS, after_storage_id=after), limit=1000, ascending=True
     )
     records = result.records
+    runs = context.instance.get_run_records(filters=dg.RunsFilter(job_name=dispatch_alerts.name), limit=RUNS_LOOKED_AT)
+    dispatched_by = None
     if records:
         newest = records[-1].storage_id
         live = [r for r in records if _live_alerts(r) > 0]
         context.update_cursor(str(newest))
         if live:
-            # One run covers every live alert, however many materializations arrived since the last tick.
-            yield dg.RunRequest(run_key=f"alerts-{live[-1].storage_id}", tags={"cs_pipeline/trigger": "alerts"})
-            return
-    runs = context.instance.get_run_records(filters=dg.RunsFilter(job_name=dispatch_alerts.name), limit=RUNS_LOOKED_AT)
+            # A dispatch run launched after the newest of them sends them all: `cs-pipeline run` launches one.
+            dispatched_by = next((r.dagster_run.run_id for r in runs if _launched_at(r) > live[-1].timestamp), None)
+            if dispatched_by is None:
+                # One run covers every live alert, however many materializations arrived since the last tick.
+                yield dg.RunRequest(run_key=f"alerts-{live[-1].storage_id}", tags={"cs_pipeline/trigger": "alerts"})
+                return
     failed_in_a_row = 0
     for run in runs:
         if not _needs_retry(run.dagster_run):
             break
         failed_in_a_row += 1
     if failed_in_a_row == 0:
-        yield dg.SkipReason("no new live alerts and no failed deliveries to retry")
+        yield dg.SkipReason(f"the new live alerts are dispatched by run {dispatched_by[:8]}, launched after them"
+                            if dispatched_by else "no new live alerts and no failed deliveries to retry")
         return
     last = runs[0]
     ended = last.end_time if last.end_time is not None else last.update_timestamp.timestamp()
@@ -69,6 +75,11 @@ def alert_dispatch_sensor(context: dg.SensorEvaluationContext):
         return
     # One retry per finished run: while Slack stays down, each failed retry asks for the next.
     yield dg.RunRequest(run_key=f"retry-{last.dagster_run.run_id}", tags={"cs_pipeline/trigger": "retry"})
+
+
+def _launched_at(record: dg.RunRecord) -> float:
+    """When the run started, else when it was created (SQLite keeps creation times to the second only)."""
+    return record.start_time if record.start_time is not None else record.create_timestamp.timestamp()
 
 
 def _backing_off(run: dg.DagsterRun, failed_in_a_row: int, due: float, now: float) -> str:

@@ -14,7 +14,10 @@ def _partition(run: dg.DagsterRun) -> str | None:
     if "dagster/partition" in tags:
         return tags["dagster/partition"]
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    return f"{start}...{end}" if start and end else None
+    if not (start and end):
+        return None
+    # `cs-pipeline run --from D --to D` is a range run of one day: name the day.
+    return start if start == end else f"{start}...{end}"
 
 
 @dg.run_failure_sensor(
