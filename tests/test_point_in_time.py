@@ -57,6 +57,7 @@ def pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("CS_PIPELINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CS_PIPELINE_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("CS_PIPELINE_START_DATE", raising=False)  # the first partition is the data's first day
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         yield Pipeline(tmp_path, tmp_path / "warehouse.duckdb", None, instance)  # type: ignore[arg-type]
