@@ -31,9 +31,10 @@ months as (
 ),
 
 -- Users with an activated seat at some time in the month, per account: one row per (month,
--- account), so the users table is joined on the response months only.
+-- account), so the users table is joined on the response months only. A user is one row of
+-- stg_raw__users (its unique test stops the build otherwise), so count(*) counts distinct users.
 seated as (
-    select months.period_month, users.account_id, count(distinct users.user_id) as active_users
+    select months.period_month, users.account_id, count(*) as active_users
     from months
     inner join {{ ref('stg_raw__users') }} as users
         on users.activated_at < months.period_month + interval 1 month
