@@ -375,7 +375,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     stages["dispatch"] = run_dispatch(site, day, args.dispatch_alerts, args.slack_latency)
 
     print(f"{day} end to end (one run of every asset, then dispatch to the outbox):")
-    stages["daily_end_to_end"] = run_stage(site, "run", {"first": day.isoformat(), "last": day.isoformat()})
+    # D is the first partition here too: the set-up evaluated no alerts before D, so `cs-pipeline
+    # run` would otherwise reach back to the data's first day (a 31-day range run, not a day).
+    stages["daily_end_to_end"] = run_stage(site, "run", {"first": day.isoformat(), "last": day.isoformat()},
+                                           CS_PIPELINE_START_DATE=day.isoformat())
     setup["warehouse_bytes"] = site.warehouse.stat().st_size
 
     print(f"backtest + calibrate over {args.evaluation_days} days of {args.evaluation_accounts:,} accounts (synthetic churn history):")

@@ -152,21 +152,26 @@ RAW_ROWS: dict[str, list[tuple]] = {
 }
 
 
-def write_raw(warehouse: Path, rows: dict[str, list[tuple]]) -> None:
+def write_raw(
+    warehouse: Path,
+    rows: dict[str, list[tuple]],
+    retired: dict[str, list[tuple]] = RETIRED,
+    current_from: dict[str, dt.datetime] = CURRENT_FROM,
+) -> None:
     """The raw layer as ingestion leaves it. Accounts and users hold versions (dlt's scd2 merge):
-    each row of theirs is current and recorded by the first load unless `CURRENT_FROM` names its
-    load; the retired versions in `RETIRED` are added."""
+    each row of theirs is current and recorded by the first load unless `current_from` names its
+    load; the retired versions in `retired` are added."""
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create schema if not exists raw")
         for table, columns in RAW_COLUMNS.items():
             ddl = ", ".join(f"{name} {type_}" for name, type_ in columns.items())
-            scd2 = ", _row_hash VARCHAR, _dlt_valid_from TIMESTAMPTZ, _dlt_valid_to TIMESTAMPTZ" if table in RETIRED else ""
+            scd2 = ", _row_hash VARCHAR, _dlt_valid_from TIMESTAMPTZ, _dlt_valid_to TIMESTAMPTZ" if table in retired else ""
             con.execute(f"create or replace table raw.{table} ({ddl}, _dlt_load_id VARCHAR, _dlt_id VARCHAR{scd2})")
             data = [(*row, LOAD_ID, f"{table}-{i}") for i, row in enumerate(rows[table])]
-            if table in RETIRED:
-                data = [(*row, f"hash-{row[0]}-{i}", CURRENT_FROM.get(row[0], FIRST_LOAD), None) for i, row in enumerate(data)]
+            if table in retired:
+                data = [(*row, f"hash-{row[0]}-{i}", current_from.get(row[0], FIRST_LOAD), None) for i, row in enumerate(data)]
                 data += [(*row, LOAD_ID, f"{table}-old-{i}", f"old-{row[0]}-{i}", start, end)
-                         for i, (*row, start, end) in enumerate(RETIRED[table])]
+                         for i, (*row, start, end) in enumerate(retired[table])]
             if data:
                 placeholders = ", ".join("?" for _ in range(len(data[0])))
                 con.executemany(f"insert into raw.{table} values ({placeholders})", data)

@@ -15,6 +15,15 @@ Today is 2026-02-15 (OUTCOMES_TODAY). Two periods of renewals, December 2025 and
 December: up for renewal 3500; kept min(1200, 1000) + min(1500, 2000) = 2500; expansion 200;
 GRR 2500/3500, NRR 2700/3500. January: up 1200 (K7 pending, left out); kept 800 + 400 = 1200;
 GRR 1.0 (K6's +300 is expansion, not retention), NRR 1500/1200.
+
+The accounts export changed after the first load (2024-12-01); the marts credit the segment and
+CSM of the time (docs/kpis.md), never today's:
+
+    K1  enterprise/ana -> mid_market/ben on 2026-01-05: its December renewal and NPS stay ana's
+        and enterprise's, its January NPS answer is ben's and mid_market's
+    K3  closed by the load of its end_date 2025-12-31 (owner emptied, churned): the churn is
+        ana's, read on the day before the end_date
+    K5  handed from ana to ben on 2026-01-20: the December new logo stays ana's
 """
 
 from __future__ import annotations
@@ -26,21 +35,34 @@ import pytest
 
 import duckdb
 
-from tests.test_dbt_models import RAW_ROWS, node_statuses, run_dbt, write_raw
+from tests.test_dbt_models import FIRST_LOAD, RAW_ROWS, UTC, node_statuses, run_dbt, write_raw
 
 D = dt.date
 T = dt.datetime
 DEC, JAN = D(2025, 12, 1), D(2026, 1, 1)
 
 ACCOUNTS = [
-    ("K1", "One", "enterprise", "ana@vendor.test", "pro", 10, "active", T(2024, 12, 1)),
+    ("K1", "One", "mid_market", "ben@vendor.test", "pro", 10, "active", T(2024, 12, 1)),
     ("K2", "Two", "enterprise", "ben@vendor.test", "pro", 10, "active", T(2024, 12, 1)),
-    ("K3", "Three", "smb", "ana@vendor.test", "starter", 5, "churned", T(2024, 12, 1)),
+    ("K3", "Three", "smb", "", "starter", 5, "churned", T(2024, 12, 1)),
     ("K4", "Four", "smb", "ben@vendor.test", "starter", 5, "active", T(2025, 1, 1)),
-    ("K5", "Five", "mid_market", "ana@vendor.test", "pro", 5, "active", T(2025, 12, 1)),
+    ("K5", "Five", "mid_market", "ben@vendor.test", "pro", 5, "active", T(2025, 12, 1)),
     ("K6", "Six", "mid_market", "ben@vendor.test", "pro", 5, "active", T(2025, 1, 1)),
     ("K7", "Seven", "smb", "ana@vendor.test", "starter", 5, "active", T(2025, 1, 1)),
 ]
+
+# The earlier versions (valid from the first load until the load that changed them) and when
+# the current ones took effect.
+HANDOVER, CLOSED, HANDED_ON = T(2026, 1, 5, 6, tzinfo=UTC), T(2025, 12, 31, 18, tzinfo=UTC), T(2026, 1, 20, 6, tzinfo=UTC)
+CURRENT_FROM = {"K1": HANDOVER, "K3": CLOSED, "K5": HANDED_ON}
+RETIRED = {
+    "accounts": [
+        ("K1", "One", "enterprise", "ana@vendor.test", "pro", 10, "active", T(2024, 12, 1), FIRST_LOAD, HANDOVER),
+        ("K3", "Three", "smb", "ana@vendor.test", "starter", 5, "active", T(2024, 12, 1), FIRST_LOAD, CLOSED),
+        ("K5", "Five", "mid_market", "ana@vendor.test", "pro", 5, "active", T(2025, 12, 1), FIRST_LOAD, HANDED_ON),
+    ],
+    "users": [],
+}
 
 CONTRACTS = [
     ("K1a", "K1", D(2025, 1, 1), D(2025, 12, 31), 1000.0),
@@ -80,8 +102,10 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = work / "warehouse.duckdb"
     rows = {**RAW_ROWS, "accounts": ACCOUNTS, "contracts": CONTRACTS, "users": USERS, "nps_responses": NPS,
             "tickets": [], "activities": [], "events": []}
-    write_raw(path, rows)
-    result = run_dbt(path, work, "build", "--select", "+kpi_retention_monthly", "+kpi_nps_monthly", "--exclude", "tag:daily")
+    write_raw(path, rows, RETIRED, CURRENT_FROM)
+    # stg_raw__accounts: the marts read the account history, and the contracts' relationship test the accounts
+    result = run_dbt(path, work, "build", "--select", "+kpi_retention_monthly", "+kpi_nps_monthly", "stg_raw__accounts",
+                     "--exclude", "tag:daily")
     assert result.success, node_statuses(result)
     statuses = node_statuses(result)
     grr_tests = [s for node, s in statuses.items() if node.startswith("test.cs_pipeline.grr_never_exceeds_100_percent")]
@@ -161,3 +185,27 @@ def test_nps_and_response_rate(warehouse):
         "select owner_email, nps, response_rate from marts.kpi_nps_monthly where period_month = ? and segment = 'all'"
         " and owner_email <> 'all' order by 1", [DEC],
     ) == [("ana@vendor.test", 100.0 * (2 - 0) / 3, 1.0), ("ben@vendor.test", -100.0, 0.5)]
+
+
+def test_an_owner_change_between_periods_credits_each_period_to_the_csm_of_the_time(warehouse):
+    """K1 was ana's (enterprise) in December and is ben's (mid_market) since 5 January."""
+    def nps_by(column: str, month: dt.date) -> list[tuple]:
+        other = "segment" if column == "owner_email" else "owner_email"
+        return query(
+            warehouse,
+            f"select {column}, responses, nps, responding_users, active_users from marts.kpi_nps_monthly"
+            f" where period_month = ? and {other} = 'all' and {column} <> 'all' order by 1", [month],
+        )
+
+    # December: K1's renewal and its two promoters are ana's and enterprise's
+    assert retention(warehouse, DEC, owner="ana@vendor.test")[:3] == (2, 1, 1)  # K1 renewed, K3 churned
+    assert retention(warehouse, DEC, owner="ben@vendor.test")[:3] == (1, 1, 0)  # K2 only
+    assert nps_by("owner_email", DEC) == [
+        ("ana@vendor.test", 3, 100.0 * 2 / 3, 2, 2), ("ben@vendor.test", 1, -100.0, 1, 2),
+    ]
+    assert [row[:2] for row in nps_by("segment", DEC)] == [("enterprise", 3), ("smb", 1)]
+    # January: K1's detractor answer and its three seats are ben's and mid_market's
+    assert nps_by("owner_email", JAN) == [("ben@vendor.test", 1, -100.0, 1, 4)]
+    assert nps_by("segment", JAN) == [("enterprise", 0, None, 0, 1), ("mid_market", 1, -100.0, 1, 3)]
+    # and nothing is credited to today's values where the past said otherwise
+    assert query(warehouse, "select count(*) from marts.kpi_retention_monthly where owner_email = 'unassigned'") == [(0,)]

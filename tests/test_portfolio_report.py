@@ -99,3 +99,24 @@ def test_every_chart_is_a_valid_vega_lite_spec():
         charts.follow_through(follow_through(alerts, tasks, DAY)),
     ):
         assert chart.to_dict(validate=True)["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+
+
+def test_the_vega_embed_bundle_is_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """vl-convert builds the bundle in every new process (seconds of CPU): a daily run reads it
+    from the user's cache instead, and a cache it cannot write only costs the build."""
+    import vl_convert
+
+    from cs_pipeline.logic import charts
+
+    built, build = [], vl_convert.javascript_bundle
+    monkeypatch.setattr(vl_convert, "javascript_bundle", lambda **kw: built.append(kw) or build(**kw))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle, version = charts.embed_bundle()
+    assert "vegaEmbed" in bundle and built == [{"vl_version": version}]
+    assert charts.embed_bundle() == (bundle, version) and len(built) == 1
+    [cached] = (tmp_path / "cache" / "cs_pipeline").iterdir()
+    assert cached.name == f"vega-embed-{vl_convert.__version__}-{version}.js" and cached.read_text() == bundle
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    assert charts.embed_bundle() == (bundle, version) and len(built) == 2

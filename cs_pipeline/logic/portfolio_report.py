@@ -83,9 +83,7 @@ class _Charts:
         return f'<div class="chart" id="{div}" data-chart="{name}"></div>'
 
     def script(self) -> str:
-        from altair.utils._importers import import_vl_convert, vl_version_for_vl_convert
-
-        bundle = import_vl_convert().javascript_bundle(vl_version=vl_version_for_vl_convert())
+        bundle, _ = charts.embed_bundle()
         specs = json.dumps(dict(self.specs)).replace("</", "<\\/")
         return (
             f"<script type=\"text/javascript\">{bundle}</script>\n"

@@ -16,6 +16,7 @@ import polars as pl
 
 from cs_pipeline.logic.backtest import BASELINES, MODEL, BacktestResult
 from cs_pipeline.logic.calibrate import CalibrationResult
+from cs_pipeline.logic.charts import embed_bundle
 
 LABELS = {MODEL: "health score (model)", "calibrated": "calibrated model", "days_since_last_login": "days since last login",
           "events_30d": "30-day events"}
@@ -93,13 +94,6 @@ def _table(frame: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _bundle() -> tuple[str, str]:
-    from altair.utils._importers import import_vl_convert, vl_version_for_vl_convert
-
-    version = vl_version_for_vl_convert()
-    return import_vl_convert().javascript_bundle(vl_version=version), version
-
-
 def render(backtest: BacktestResult, calibration: CalibrationResult | None = None, title: str = "Health score backtest") -> str:
     """The report as one HTML string."""
     spec = backtest.spec
@@ -137,7 +131,7 @@ def render(backtest: BacktestResult, calibration: CalibrationResult | None = Non
         "days from the first episode to the churn.</p>" + _table(backtest.rules)
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in backtest.notes)
-    bundle, version = _bundle()
+    bundle, version = embed_bundle()
     embeds = "\n".join(
         f"vegaEmbed('#{div}', {json.dumps(chart.to_dict())}, {{renderer: 'svg', actions: false}})"
         f".catch(e => {{ const d = document.getElementById('{div}'); d.textContent = 'chart failed: ' + e; "

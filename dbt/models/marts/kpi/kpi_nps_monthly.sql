@@ -1,21 +1,29 @@
 -- NPS and survey response rate per calendar month, overall, per segment and per CSM
 -- (docs/kpis.md). Nobody records who was asked, so the response rate is an honest proxy:
 -- distinct users who answered in the month over users holding an activated seat during it.
-with responses as (
-    select
-        cast(date_trunc('month', submitted_date) as date) as period_month,
-        account_id,
-        user_id,
-        score
-    from {{ ref('stg_raw__nps_responses') }}
+-- Point in time: a response goes to the segment and CSM the account had on the day it was
+-- submitted, the month's seats to those of the month's last day (marts.dim_accounts_history).
+with versions as (
+    {{ account_versions() }}
 ),
 
-accounts as (
+responses as (
     select
-        account_id,
-        coalesce(nullif(segment, ''), 'unknown') as segment,
-        coalesce(nullif(owner_email, ''), 'unassigned') as owner_email
-    from {{ ref('dim_accounts') }}
+        cast(date_trunc('month', responses.submitted_date) as date) as period_month,
+        responses.account_id,
+        versions.segment,
+        versions.owner_email,
+        responses.score,
+        -- a user answering twice in the month (even under two CSMs) is one responding user,
+        -- credited where they first answered
+        responses.user_id is not null and row_number() over (
+            partition by date_trunc('month', responses.submitted_date), responses.account_id, responses.user_id
+            order by responses.submitted_at, responses.response_id
+        ) = 1 as is_first_answer
+    from {{ ref('stg_raw__nps_responses') }} as responses
+    asof left join versions
+        on versions.account_id = responses.account_id
+        and versions.valid_from <= responses.submitted_date
 ),
 
 months as (
@@ -23,9 +31,10 @@ months as (
 ),
 
 -- Users with an activated seat at some time in the month, per account: one row per (month,
--- account), so the users table is joined on the response months only.
+-- account), so the users table is joined on the response months only. A user is one row of
+-- stg_raw__users (its unique test stops the build otherwise), so count(*) counts distinct users.
 seated as (
-    select months.period_month, users.account_id, count(distinct users.user_id) as active_users
+    select months.period_month, users.account_id, count(*) as active_users
     from months
     inner join {{ ref('stg_raw__users') }} as users
         on users.activated_at < months.period_month + interval 1 month
@@ -33,33 +42,42 @@ seated as (
     group by all
 ),
 
+seated_by_audience as (
+    select seated.period_month, seated.account_id, versions.segment, versions.owner_email, seated.active_users
+    from (select *, cast(period_month + interval 1 month - interval 1 day as date) as month_end from seated) as seated
+    asof left join versions
+        on versions.account_id = seated.account_id
+        and versions.valid_from <= seated.month_end
+),
+
 per_account as (
     select
         period_month,
         account_id,
+        segment,
+        owner_email,
         count(*) as responses,
         count(*) filter (where score >= 9) as promoters,
         count(*) filter (where score between 7 and 8) as passives,
         count(*) filter (where score <= 6) as detractors,
-        count(distinct user_id) as responding_users
+        count(*) filter (where is_first_answer) as responding_users
     from responses
     group by all
 ),
 
 joined as (
     select
-        coalesce(per_account.period_month, seated.period_month) as period_month,
-        accounts.segment,
-        accounts.owner_email,
+        period_month,
+        segment,
+        owner_email,
         coalesce(per_account.responses, 0) as responses,
         coalesce(per_account.promoters, 0) as promoters,
         coalesce(per_account.passives, 0) as passives,
         coalesce(per_account.detractors, 0) as detractors,
         coalesce(per_account.responding_users, 0) as responding_users,
-        coalesce(seated.active_users, 0) as active_users
+        coalesce(seated_by_audience.active_users, 0) as active_users
     from per_account
-    full outer join seated using (period_month, account_id)
-    left join accounts on accounts.account_id = coalesce(per_account.account_id, seated.account_id)
+    full outer join seated_by_audience using (period_month, account_id, segment, owner_email)
 ),
 
 totals as (

@@ -2,44 +2,50 @@
 -- A term is "up for renewal" in the month of its end_date; only decided terms (renewed, expanded,
 -- contracted, churned) enter the rates, pending ones are counted apart. New logos (an account's
 -- first term) are counted in the month they start and never enter GRR or NRR.
+-- Point in time: a term's outcome goes to the segment and CSM the account had on the day before
+-- the term's end_date (still inside the term, before a load on the renewal date can close the
+-- account), a new logo to those of its start_date (marts.dim_accounts_history).
 with outcomes as (
-    select * from {{ ref('fct_term_outcomes') }}
+    select
+        *,
+        greatest(start_date, end_date - 1) as renewal_attributed_on
+    from {{ ref('fct_term_outcomes') }}
 ),
 
-accounts as (
-    select
-        account_id,
-        coalesce(nullif(segment, ''), 'unknown') as segment,
-        coalesce(nullif(owner_email, ''), 'unassigned') as owner_email
-    from {{ ref('dim_accounts') }}
+versions as (
+    {{ account_versions() }}
 ),
 
 due as (
     select
         cast(date_trunc('month', outcomes.end_date) as date) as period_month,
-        accounts.segment,
-        accounts.owner_email,
+        versions.segment,
+        versions.owner_email,
         outcomes.outcome,
         outcomes.arr,
         outcomes.next_arr,
         outcomes.arr_change,
         0 as is_new_logo
     from outcomes
-    left join accounts using (account_id)
+    asof left join versions
+        on versions.account_id = outcomes.account_id
+        and versions.valid_from <= outcomes.renewal_attributed_on
 ),
 
 new_logos as (
     select
         cast(date_trunc('month', outcomes.start_date) as date) as period_month,
-        accounts.segment,
-        accounts.owner_email,
+        versions.segment,
+        versions.owner_email,
         'new_logo' as outcome,
         outcomes.arr,
         null as next_arr,
         null as arr_change,
         1 as is_new_logo
     from outcomes
-    left join accounts using (account_id)
+    asof left join versions
+        on versions.account_id = outcomes.account_id
+        and versions.valid_from <= outcomes.start_date
     where outcomes.term_number = 1
 ),
 
