@@ -1,11 +1,13 @@
 """dead_run_reaper: a started run whose recorded process is gone is failed and its duckdb slot freed.
 
 Real processes (started and SIGKILLed here), a real instance with the `duckdb` pool and a real
-sensor evaluation; the end-to-end SIGKILL of a launched run is in test_cli_runs.py.
+sensor evaluation; a real in-process run whose step's dbt child outlives its SIGKILLed worker. The
+end-to-end SIGKILL of a launched run is in test_cli_runs.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -128,3 +130,56 @@ def test_a_run_waiting_for_the_slot_says_for_which_run_and_since_when(instance):
     assert len(said) == 1, said
     assert said[0].startswith("  alerts waits for the duckdb slot since ") and " UTC: held by noop run " in said[0]
     assert f"run {holder.run_id[:8]} (step raw__events); Ctrl-C stops this run" in said[0]
+
+
+RUN_WORKER = """
+import os, subprocess, sys, time
+import dagster as dg
+from dagster._core.events import EngineEventData
+from cs_pipeline.runs.reaper import POOL, record_child
+
+@dg.asset(pool=POOL)
+def dbt_models(context):
+    # As Dagster's run worker records itself, then a step's dbt build, recorded as dbt.build records it.
+    context.instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", context.run, EngineEventData.in_process(os.getpid()))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    record_child(context, child.pid, "dbt")
+    time.sleep(120)
+
+with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
+    dg.materialize([dbt_models], instance=instance)
+"""
+
+
+def test_a_killed_run_workers_dbt_child_is_stopped_and_the_failure_names_its_step(tmp_path):
+    """The in-process case: the steps run in the run worker, and a step's own child (dbt) outlives
+    a SIGKILLed worker, holding the warehouse open; the reaper stops it."""
+    (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
+    worker = subprocess.Popen([sys.executable, "-c", RUN_WORKER, str(tmp_path)])
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        try:
+            deadline = time.monotonic() + 120
+            run = children = None
+            while time.monotonic() < deadline and worker.poll() is None and not children:
+                runs = instance.get_runs()
+                run = runs[0] if runs else None
+                children = reaper.workers(instance, run)[1] if run else None
+                time.sleep(0.2)
+            assert children, f"the step never recorded its child (worker exit {worker.poll()})"
+            dbt = psutil.Process(children[0].pid)
+            assert children[0].step_key == "dbt_models" and holders(instance) == {run.run_id}
+            worker.kill()
+            worker.wait()
+            assert dbt.is_running() and dbt.status() != psutil.STATUS_ZOMBIE  # orphaned, not killed with its parent
+
+            reaped = reaper.reap_dead_runs(instance)
+            assert [(r.run_id, r.freed_slots) for r in reaped] == [(run.run_id, 1)]
+            assert reaped[0].reason.endswith(" is gone during step dbt_models")
+            assert not dbt.is_running() or dbt.status() == psutil.STATUS_ZOMBIE
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+            assert holders(instance) == set()
+        finally:
+            worker.kill()
+            for child in children or []:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(child.pid).kill()

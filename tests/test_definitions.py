@@ -1,8 +1,13 @@
 """The code location loads, and its map is what the docs say: one lineage from raw to alerts."""
 
+import threading
+import time
+
 import dagster as dg
+import pytest
 
 from cs_pipeline.definitions import defs
+from cs_pipeline.resources.warehouse import POOL
 
 RAW = ["accounts", "contracts", "users", "tickets", "nps_responses", "activities", "engagements", "events"]
 
@@ -41,6 +46,42 @@ def test_every_warehouse_step_is_in_the_duckdb_pool():
         assert asset.op.pool == "duckdb", asset.op.name
     job = defs.resolve_job_def("dispatch_alerts")
     assert {node.definition.pool for node in job.graph.node_dict.values()} == {"duckdb"}
+
+
+def test_every_job_runs_its_steps_in_the_run_process_and_cannot_be_asked_for_step_processes():
+    jobs = {job.name: job for job in defs.get_repository_def().get_all_jobs()}
+    assert {"__ASSET_JOB", "daily_pipeline", "dispatch_alerts", "weekly_digest"} <= set(jobs)  # the UI's Materialize too
+    for job in jobs.values():
+        assert job.executor_def is dg.in_process_executor, job.name
+    # The launchpad cannot switch a run to a process per step: the executor's config has no such choice.
+    with pytest.raises(dg.DagsterInvalidConfigError, match="multiprocess"):
+        dg.validate_run_config(jobs["dispatch_alerts"], {"execution": {"config": {"multiprocess": {}}}})
+
+
+def test_an_in_process_step_waits_for_the_duckdb_slot_another_run_holds():
+    @dg.asset(pool=POOL)
+    def writer() -> None:
+        return None
+
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots(POOL, 1)
+        assert storage.claim_concurrency_slot(POOL, "other-run", "dbt_models").is_claimed
+        results: list = []
+        worker = threading.Thread(target=lambda: results.append(dg.materialize([writer], instance=instance)))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(p.run_id != "other-run" for p in storage.get_concurrency_info(POOL).pending_steps):
+            time.sleep(0.1)
+        time.sleep(1.0)  # time enough to run it, had it not waited
+        waiting = [p for p in storage.get_concurrency_info(POOL).pending_steps if p.run_id != "other-run"]
+        assert [(p.step_key, p.assigned_timestamp) for p in waiting] == [("writer", None)]
+        assert instance.get_latest_materialization_event(dg.AssetKey("writer")) is None
+        storage.free_concurrency_slots_for_run("other-run")
+        worker.join(timeout=60)
+        assert results and results[0].success
+        assert instance.get_latest_materialization_event(dg.AssetKey("writer")) is not None
+        assert not storage.get_concurrency_info(POOL).claimed_slots  # given back when the step ended
 
 
 def test_checks_jobs_schedule_and_sensors_are_registered():

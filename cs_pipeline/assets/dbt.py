@@ -22,6 +22,7 @@ from cs_pipeline import settings
 from cs_pipeline.partitions import daily_partitions, range_backfill, run_dates
 from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.warehouse import POOL
+from cs_pipeline.runs.reaper import record_child
 
 # dbt is called as a subprocess: it must be found next to this interpreter even when the virtual
 # environment was not activated (e.g. `.venv/bin/cs-pipeline demo`).
@@ -96,6 +97,7 @@ def build(dbt: DbtCliResource, args: list[str], context: dg.AssetExecutionContex
             os.environ.pop(RUN_VARS, None)
         else:
             os.environ[RUN_VARS] = previous
+    record_child(context, invocation.process.pid, "dbt")  # stopped by the reaper if the run's process dies
     yield from invocation.stream()
     _keep_parse_state(invocation.target_path)
     shutil.rmtree(invocation.target_path, ignore_errors=True)

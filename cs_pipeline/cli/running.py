@@ -88,9 +88,8 @@ def run_pipeline(first: dt.date, last: dt.date, *, quiet: bool = False) -> dict[
     say(f"Running the pipeline for {first} .. {last} ({(last - first).days + 1} days) in one range run")
     say(f"  run log (dbt, dlt, Dagster): {log_file}")
     started = time.monotonic()
-    # One process per run, as before: the duckdb pool runs the steps one at a time anyway, and a
-    # process per step would load the definitions once per step.
-    log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}, "execution": {"config": {"in_process": {}}}}
+    # The steps run in the run's process: every job of the code location uses in_process_executor.
+    log_config = {"loggers": {"console": {"config": {"log_level": JOB_LOG_LEVEL}}}}
     with launch.children_write_to(log_file) as started_code_server, launch.code_location(instance) as (workspace, repo):
         started_code_server()
         tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}

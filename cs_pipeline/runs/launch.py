@@ -27,7 +27,7 @@ from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRe
 from dagster._core.workspace.load_target import ModuleTarget
 
 from cs_pipeline.runs.failures import cause_line, failure_summary
-from cs_pipeline.runs.reaper import POOL, dead_reason, free_slots
+from cs_pipeline.runs.reaper import POOL, dead_reason, fail_dead_run
 
 HEALTH_CHECK_SECONDS = 5.0
 
@@ -155,11 +155,10 @@ def _terminate_on_signal(instance: dg.DagsterInstance, run_id: str) -> Iterator[
 
 
 def _fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
-    """The run's process was killed under us: record it as failed and free its slot, as the reaper would."""
+    """The run's process was killed under us: fail it, stop its children and free its slot, as the reaper would."""
     reason = dead_reason(instance, run)
     if reason is not None:
-        instance.report_run_failed(run, f"Marked failed by cs-pipeline: {reason} (killed, e.g. SIGKILL or the OOM killer).")
-        free_slots(instance, run.run_id)
+        fail_dead_run(instance, run, reason, "cs-pipeline")
 
 
 def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float) -> None:

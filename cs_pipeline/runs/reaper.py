@@ -1,16 +1,19 @@
 """Runs whose process is gone: marked failed, their concurrency slots freed.
 
 With the default run launcher a run executes in a process of its code server: the run worker,
-which records itself in the run's event log (`Started process for run (pid: N)`, timestamped),
-and, with the multiprocess executor, one child per step (`Executing step "x" in subprocess`,
-with its pid). The code server's address is the run's `dagster/grpc_info` tag. A SIGKILLed
-(or OOM-killed) worker leaves its run STARTED and its `duckdb` slot claimed for ever: Dagster's
-run monitoring cannot see that the process is gone. This module can: a run whose worker ran
-on this host and whose pid is gone, or now belongs to a process started after the run's worker
-(the pid was reused), is dead. Each dead run is marked failed, its orphaned step processes are
-stopped (they would keep the warehouse open) and its slots are freed.
+which records itself in the run's event log (`Started process for run (pid: N)`, timestamped).
+Every job of the code location runs its steps in that process (`in_process_executor`, set in
+cs_pipeline/definitions.py), so it is the run's only Dagster process; a step that starts a
+program of its own (dbt) records it with `record_child` (`Started child process dbt (pid: N)`).
+The code server's address is the run's `dagster/grpc_info` tag. A SIGKILLed (or OOM-killed)
+worker leaves its run STARTED and its `duckdb` slot claimed for ever: Dagster's run monitoring
+cannot see that the process is gone. This module can: a run whose worker ran on this host and
+whose pid is gone, or now belongs to a process started after the run's worker (the pid was
+reused), is dead. Each dead run is marked failed (naming the step it was running), the child
+processes it left behind are stopped (a dbt build would keep the warehouse open) and its slots
+are freed.
 
-Used by `cs-pipeline run` before it launches and by the `dead_run_reaper` sensor.
+Used by `cs-pipeline run` before it launches and while it waits, and by the `dead_run_reaper` sensor.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ POOL = "duckdb"
 START_SLACK_SECONDS = 2.0
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+# How a step's own child process (dbt) is recorded in the run's event log (see record_child).
+CHILD_PREFIX = "Started child process "
 
 
 @dataclass(frozen=True)
 class Worker:
-    """Where a run's process lives: host, pid and when it was recorded (epoch seconds)."""
+    """Where a run's process (or a step's child process) lives: host, pid and when it was recorded (epoch seconds)."""
 
     host: str
     pid: int
@@ -76,27 +81,50 @@ def is_local(host: str) -> bool:
     return host in LOCAL_HOSTS or host in {socket.gethostname(), socket.getfqdn()}
 
 
+def record_child(context: dg.AssetExecutionContext, pid: int, program: str) -> None:
+    """Record in the run's event log a process the step started, so the reaper stops it if the run worker dies."""
+    from dagster._core.events import EngineEventData
+
+    context.instance.report_engine_event(
+        f"{CHILD_PREFIX}{program} (pid: {pid})", context.run, EngineEventData.in_process(pid),
+        step_key=context.get_step_execution_context().step.key,
+    )
+
+
+
 def workers(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Worker | None, list[Worker]]:
-    """The run worker and the step processes, as the run's event log records them."""
+    """The run worker and the child processes its steps recorded, as the run's event log has them."""
     host = _host(run)
-    run_worker, steps = None, []
-    records = instance.get_records_for_run(run.run_id, of_type={
-        dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.STEP_WORKER_STARTED,
-    }, limit=1000).records
+    run_worker, children = None, []
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=1000).records
     for record in records:
         entry = record.event_log_entry
-        event = entry.dagster_event
-        data = getattr(event, "event_specific_data", None) if event else None
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
         metadata = getattr(data, "metadata", None) or {}
         pid = metadata.get("pid")
         if pid is None or not str(pid.value).isdigit():
             continue
-        worker = Worker(host, int(pid.value), entry.timestamp, event.step_key)
-        if event.event_type == dg.DagsterEventType.STEP_WORKER_STARTED:
-            steps.append(worker)
-        elif (entry.message or "").startswith("Started process for run"):
+        worker = Worker(host, int(pid.value), entry.timestamp, entry.dagster_event.step_key)
+        message = entry.message or ""
+        if message.startswith(CHILD_PREFIX):
+            children.append(worker)
+        elif message.startswith("Started process for run"):
             run_worker = worker
-    return run_worker, steps
+    return run_worker, children
+
+
+def running_steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The steps the run started and never finished (the step a killed run was in)."""
+    ended = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}
+    records = instance.get_records_for_run(run.run_id, of_type={dg.DagsterEventType.STEP_START, *ended}, limit=10000).records
+    started: dict[str, None] = {}
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = None
+        else:
+            started.pop(event.step_key, None)
+    return list(started)
 
 
 def dead_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
@@ -106,23 +134,32 @@ def dead_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
         return None  # launched in-process, not started yet, or on another host: not ours to judge
     if process_alive(worker.pid, worker.recorded_at):
         return None
-    return f"its process (pid {worker.pid} on {socket.gethostname()}) is gone"
+    steps = running_steps(instance, run)
+    during = f" during step {', '.join(steps)}" if steps else ""
+    return f"its process (pid {worker.pid} on {socket.gethostname()}) is gone{during}"
+
+
+def fail_dead_run(instance: dg.DagsterInstance, run: dg.DagsterRun, reason: str, by: str) -> int:
+    """Stop the dead run's child processes, mark it failed and free its slots; the slots it held."""
+    _stop_orphans(instance, run)
+    instance.report_run_failed(run, f"Marked failed by {by}: {reason} (killed, e.g. SIGKILL or the OOM killer).")
+    return free_slots(instance, run.run_id)
 
 
 def _stop_orphans(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
-    """SIGTERM, then SIGKILL, the step processes a dead run worker left behind."""
-    _, steps = workers(instance, run)
-    alive = [s for s in steps if is_local(s.host) and process_alive(s.pid, s.recorded_at)]
-    for step in alive:
+    """SIGTERM, then SIGKILL, the child processes (dbt) a dead run worker left behind."""
+    _, children = workers(instance, run)
+    alive = [c for c in children if is_local(c.host) and process_alive(c.pid, c.recorded_at)]
+    for child in alive:
         with _quiet():
-            os.kill(step.pid, signal.SIGTERM)
+            os.kill(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while alive and time.monotonic() < deadline:
         time.sleep(0.2)
         alive = [s for s in alive if process_alive(s.pid, s.recorded_at)]
-    for step in alive:
+    for child in alive:
         with _quiet():
-            os.kill(step.pid, signal.SIGKILL)
+            os.kill(child.pid, signal.SIGKILL)
 
 
 class _quiet:
@@ -152,9 +189,7 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[Reaped]:
         reason = dead_reason(instance, run)
         if reason is None:
             continue
-        _stop_orphans(instance, run)
-        instance.report_run_failed(run, f"Marked failed by cs_pipeline: {reason} (killed, e.g. SIGKILL or the OOM killer).")
-        reaped.append(Reaped(run.run_id, run.job_name, reason, free_slots(instance, run.run_id)))
+        reaped.append(Reaped(run.run_id, run.job_name, reason, fail_dead_run(instance, run, reason, "cs_pipeline")))
     # A run that ended while holding a slot (the daemon frees those after a while; the CLI has no daemon).
     for run_id in slot_holders(instance):
         run = instance.get_run_by_id(run_id)
