@@ -38,9 +38,9 @@ def apply_common(args: argparse.Namespace) -> None:
 
 def parse_day(value: str, option: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise CliError(f"{option} must be a date as YYYY-MM-DD, got {value!r}") from None
+        return settings.parse_date(value, option)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def existing_warehouse() -> Path:
