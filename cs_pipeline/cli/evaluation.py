@@ -15,6 +15,9 @@ from pathlib import Path
 from cs_pipeline import settings
 from cs_pipeline.cli.common import CliError, connect, existing_warehouse, parse_day, print_table, read
 
+# Observation dates of calibration: every 10 days (the backtest reports every 15).
+CALIBRATE_EVERY_DAYS = 10
+
 
 def _evaluation_inputs(args: argparse.Namespace):
     """The spec, the model under test (from --config), its rules and a read-only warehouse connection."""
@@ -23,7 +26,7 @@ def _evaluation_inputs(args: argparse.Namespace):
 
     try:
         low, high = parse_lead(args.lead)
-        every = args.every if args.every is not None else (10 if args.func is cmd_calibrate else 15)
+        every = args.every if args.every is not None else (CALIBRATE_EVERY_DAYS if args.func is cmd_calibrate else 15)
         spec = BacktestSpec(parse_day(args.date_from, "--from"), parse_day(args.date_to, "--to"), every, low, high)
     except BacktestError as error:
         raise CliError(str(error)) from None
@@ -157,7 +160,8 @@ def backtest_headline() -> None:
     try:
         model = load_health_model(settings.config_dir() / HEALTH_MODEL_FILE)
         first, last = health_days(con)
-        calibration = calibrate(labelled_observations(con, BacktestSpec(first, last), model, settings.today()), model)
+        spec = BacktestSpec(first, last, every_days=CALIBRATE_EVERY_DAYS)  # as `cs-pipeline calibrate` samples
+        calibration = calibrate(labelled_observations(con, spec, model, settings.today()), model)
         print(f"  calibrated on the earlier dates, AUC on the later ones: {_fmt(calibration.auc_test['calibrated'])} "
               f"(the default model there: {_fmt(calibration.auc_test['model'])}; `cs-pipeline calibrate` writes it)")
     except BacktestError as error:
