@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -78,6 +79,8 @@ def test_a_cli_run_and_a_sensor_launched_dispatch_land_in_postgres(deployment):
     # The daemon's path, without the daemon: the sensor ticks in the code server, its run request
     # is submitted to the run queue, and the queue launches it.
     with launch.code_location(instance) as (workspace, repo):
+        servers = [p for p in psutil.Process().children() if "grpc" in p.cmdline()]
+        assert len(servers) == 1
         location = workspace.get_code_location(launch.LOCATION)
         tick = location.get_sensor_execution_data(instance, repo.handle, "alert_dispatch_sensor", None, None, None, None, None)
         cli_dispatch = next(run_id for run_id, job, _ in runs_in_postgres(url) if job == "dispatch_alerts")
@@ -92,6 +95,10 @@ def test_a_cli_run_and_a_sensor_launched_dispatch_land_in_postgres(deployment):
                                 {**request.tags, "dagster/sensor_name": "alert_dispatch_sensor"})
         assert instance.submit_run(run.run_id, workspace).status == dg.DagsterRunStatus.QUEUED
         result = launch.launch_and_wait(instance, workspace, instance.get_run_by_id(run.run_id), lambda _: None)
+    # The code server exits with the block, while this database still exists: it must not
+    # outlive it retrying a dropped database, immune to SIGTERM.
+    _, alive = psutil.wait_procs(servers, timeout=30)
+    assert not alive, f"the code server {alive[0].pid} outlived its block"
     assert result.success, result.failure
     assert result.output_metadata["send_notifications"]["sent"] == 0  # the CLI's dispatch sent them: nothing twice
     stored = {run_id: (job, status) for run_id, job, status in runs_in_postgres(url)}

@@ -6,6 +6,7 @@ for the remote job and launches it through the instance's run launcher, so the r
 code-location origin: it is listed under its job, re-executable from the UI and seen by
 `run_failure_to_slack`. While it runs the command shows the steps done and the current step,
 says what a step waits for in the `duckdb` pool, and terminates the run on Ctrl-C or SIGTERM.
+It returns once the code server has let go of the run's process, so the server exits with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._core.remote_representation.external import RemoteRepository
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import ModuleTarget
@@ -34,6 +36,7 @@ HEALTH_CHECK_SECONDS = 5.0
 LOCATION = "cs_pipeline"
 MODULE = "cs_pipeline.definitions"
 POLL_SECONDS = 0.5
+SERVER_RELEASE_SECONDS = 30.0
 
 
 class LaunchError(Exception):
@@ -101,7 +104,28 @@ def code_location(instance: dg.DagsterInstance) -> Iterator[tuple[WorkspaceReque
         if error is not None:
             raise LaunchError(f"the code location {MODULE} did not load: {cause_line(error)}")
         location = workspace.get_code_location(LOCATION)
-        yield workspace, next(iter(location.get_repositories().values()))
+        try:
+            yield workspace, next(iter(location.get_repositories().values()))
+        finally:
+            _wait_runs_released(location)
+
+
+def _wait_runs_released(location, timeout: float = SERVER_RELEASE_SECONDS) -> None:
+    """Wait until the code server has let go of the runs it started, so it exits on shutdown.
+
+    A finished run's process outlives its RUN_SUCCESS event by a moment, and the server forgets
+    the run only once a thread of its own has reopened the run storage and seen the process gone;
+    if that storage is gone by then (a dropped test database), that thread dies and the server
+    never exits. Waiting here, while the storage is certainly there, makes it exit on shutdown.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not location.get_current_runs():
+                return
+        except DagsterUserCodeUnreachableError:
+            return
+        time.sleep(POLL_SECONDS)
 
 
 def create_run(
