@@ -121,15 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"cs-pipeline: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (RunFailed, LaunchError) as exc:
-        if debug:
-            raise
-        print(f"cs-pipeline: {exc}".splitlines()[0], file=sys.stderr)
-        return EXIT_FAILED
     except (Interrupted, KeyboardInterrupt) as exc:
         print(f"cs-pipeline: {exc or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError) as exc:
+    except (RunFailed, LaunchError, ValueError, OSError) as exc:
         if debug:
             raise
         # ConfigError and SourceFileError are ValueErrors/OSErrors with a file-and-line message.
