@@ -66,6 +66,7 @@ def test_thresholds_are_readable_quantiles_and_the_worst_value_scores_nothing():
 
 def test_calibrate_recovers_activity_and_never_rewards_absence(tmp_path):
     result = calibrate(history(), CURRENT)
+    assert result.split_note == ""  # enough churn for the default split
     chosen = {c.variable: c for c in result.chosen}
     assert "events_30d" in chosen and chosen["events_30d"].direction == "higher_is_better"
     assert "license_activation_rate" not in chosen  # noise
@@ -79,6 +80,30 @@ def test_calibrate_recovers_activity_and_never_rewards_absence(tmp_path):
     path = tmp_path / "health_model.yaml"
     path.write_text(to_yaml(result, CURRENT, "test"))
     assert [i.variable for i in load_health_model(path).indicators] == [c.variable for c in result.chosen]
+
+
+def test_a_fit_period_short_of_churners_takes_dates_from_the_test_period_and_says_so():
+    """14 dates every 15 days: by default the last 6 are the test and the first 4 the fit. Here the
+    fit's 4 dates hold 15 churned accounts (20 needed), the 5th date 10 more: the test gives up its
+    first date, so the fit has 5 dates and 25 churned accounts, and the test 5 dates and 15."""
+    frame = history(accounts=600)
+    dates = sorted(frame["partition_date"].unique().to_list())
+    quiet = frame.group_by("account_id").agg(pl.col("events_30d").mean()).sort("events_30d")["account_id"].to_list()
+    churn_on = {a: dates[:4] for a in quiet[:15]} | {a: dates[4:5] for a in quiet[15:25]} | {a: dates[9:] for a in quiet[25:40]}
+    rows = [(a, d) for a, days in churn_on.items() for d in days]
+    churned = pl.DataFrame(rows, schema=["account_id", "partition_date"], orient="row").with_columns(churned=pl.lit(True))
+    frame = frame.drop("churned").join(churned, on=["account_id", "partition_date"], how="left").with_columns(pl.col("churned").fill_null(False))
+
+    result = calibrate(frame, CURRENT)
+    assert (result.fit_dates, result.test_dates) == (dates[:5], dates[9:])
+    assert (result.fit_churners, result.test_churners) == (25, 15)
+    assert "last 5 of 14 observation dates, not 6" in result.split_note and "left 15 churned accounts" in result.split_note
+    assert result.summary()["split_note"] == result.split_note
+    assert f"# Note: {result.split_note}." in to_yaml(result, CURRENT, "test")
+
+    # Without the 5th date's churners no shorter test period helps: refused with the default split's figures.
+    with pytest.raises(BacktestError, match=r"15 churned account\(s\) in the fit period .* widen --from/--to"):
+        calibrate(frame.with_columns(pl.col("churned") & ~pl.col("account_id").is_in(quiet[15:25])), CURRENT)
 
 
 def test_too_few_churners_or_dates_say_how_many_are_needed():

@@ -126,6 +126,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     a = result.auc_test
     print(f"Calibrated on {result.fit_dates[0]} .. {result.fit_dates[-1]} ({result.fit_churners} churned accounts), "
           f"tested on {result.test_dates[0]} .. {result.test_dates[-1]} ({result.test_churners})")
+    if result.split_note:
+        print(f"  note: {result.split_note}")
     print("AUC on the test period: " + ", ".join(f"{k} {_fmt(v)}" for k, v in a.items()))
     print("\nWhat changed:")
     for line in result.changes:

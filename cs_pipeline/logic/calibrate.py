@@ -6,7 +6,9 @@ every catalog variable of account_health and `churned`):
 1. Time split. The later observation dates (`test_share`, default 40 %) are the test period.
    The fit period is the earlier dates whose churn window ends before the test's first window
    begins (D + lead_max < first test date + lead_min): no churn the test is judged on is seen
-   by the fit. Dates in between are purged and reported.
+   by the fit. Dates in between are purged and reported. When that fit period holds too few
+   churned accounts, the test period gives up its earliest dates, one at a time, down to
+   `MIN_TEST_SHARE` of the dates, while it keeps enough churned accounts of its own.
 2. Candidates: every numeric variable of the catalog, except the contract's timing
    (`days_to_renewal`, `days_since_contract_start`: they say when churn can happen, not whether).
    For each: its direction from its univariate association with churn (the AUC of the value),
@@ -59,6 +61,7 @@ MIN_STRENGTH = 0.55  # a candidate must rank churn alone with an AUC of at least
 MIN_CHURNERS_FIT = 20
 MIN_CHURNERS_TEST = 10
 MIN_DATES = 2
+MIN_TEST_SHARE = 0.25  # a shorter test period is too noisy to judge a model by
 MAX_FIT_ROWS = 400_000
 SEED = 11
 
@@ -88,6 +91,7 @@ class CalibrationResult:
     chosen: list[Candidate]
     rejected: list[tuple[str, str]]
     changes: list[str] = field(default_factory=list)
+    split_note: str = ""  # why the test period is shorter than the default, if it is
 
     def summary(self) -> dict[str, Any]:
         def r(v):
@@ -99,6 +103,7 @@ class CalibrationResult:
             "purged_dates": len(self.purged_dates),
             "fit_churned_accounts": self.fit_churners,
             "test_churned_accounts": self.test_churners,
+            "split_note": self.split_note or None,
             "auc_test": {k: r(v) for k, v in self.auc_test.items()},
             "auc_fit": {k: r(v) for k, v in self.auc_fit.items()},
             "indicators": [
@@ -110,10 +115,11 @@ class CalibrationResult:
         }
 
 
-def split_dates(dates: Sequence[dt.date], lead_min: int, lead_max: int, test_share: float = 0.4):
-    """(fit, purged, test) observation dates, in time order."""
+def split_dates(dates: Sequence[dt.date], lead_min: int, lead_max: int, test_share: float = 0.4, n_test: int | None = None):
+    """(fit, purged, test) observation dates, in time order: the last `n_test` dates (default:
+    `test_share` of them) are the test period."""
     dates = sorted(set(dates))
-    n_test = max(1, round(len(dates) * test_share))
+    n_test = n_test or max(1, round(len(dates) * test_share))
     test = dates[len(dates) - n_test:]
     limit = test[0] + dt.timedelta(days=lead_min - lead_max)
     fit = [d for d in dates[: len(dates) - n_test] if d < limit]
@@ -259,14 +265,41 @@ def _aucs(frame: pl.DataFrame, models: dict[str, HealthModel]) -> dict[str, floa
     return out
 
 
+def _split(frame: pl.DataFrame, dates: list[dt.date], lead_min: int, lead_max: int, test_share: float):
+    """The time split, the churned accounts of its fit and test periods, and a note.
+
+    The default split (`test_share` of the dates for the test) when its fit period has enough
+    churned accounts; else the first shorter test period that leaves both periods enough; else
+    the default split, which the caller refuses with its figures."""
+    churned = frame.filter(pl.col("churned")).group_by("partition_date").agg(pl.col("account_id").unique())
+    by_date = {row[0]: set(row[1]) for row in churned.iter_rows()}
+
+    def churners(period: list[dt.date]) -> int:
+        return len(set().union(*(by_date.get(d, set()) for d in period)))
+
+    def split(n_test: int | None):
+        fit, purged, test = split_dates(dates, lead_min, lead_max, test_share, n_test)
+        return fit, purged, test, churners(fit), churners(test)
+
+    default = split(None)
+    if default[3] >= MIN_CHURNERS_FIT:
+        return *default, ""
+    shortest = max(MIN_DATES, math.ceil(len(dates) * MIN_TEST_SHARE))
+    for n_test in range(len(default[2]) - 1, shortest - 1, -1):
+        fit, purged, test, fit_churners, test_churners = split(n_test)
+        if fit_churners >= MIN_CHURNERS_FIT and test_churners >= MIN_CHURNERS_TEST and len(fit) >= MIN_DATES:
+            note = (f"the test period is the last {n_test} of {len(dates)} observation dates, not {len(default[2])} "
+                    f"({test_share:.0%}): that split left {default[3]} churned accounts in the fit period, fewer than {MIN_CHURNERS_FIT}")
+            return fit, purged, test, fit_churners, test_churners, note
+    return *default, ""
+
+
 def calibrate(frame: pl.DataFrame, current: HealthModel, lead_min: int = 30, lead_max: int = 90, test_share: float = 0.4) -> CalibrationResult:
     """Fit a health model to `frame` (labelled observations: see `backtest.observations`)."""
     dates = sorted(frame["partition_date"].unique().to_list())
-    fit_dates, purged, test_dates = split_dates(dates, lead_min, lead_max, test_share)
+    fit_dates, purged, test_dates, fit_churners, test_churners, split_note = _split(frame, dates, lead_min, lead_max, test_share)
     fit = frame.filter(pl.col("partition_date").is_in(fit_dates))
     test = frame.filter(pl.col("partition_date").is_in(test_dates))
-    fit_churners = fit.filter(pl.col("churned"))["account_id"].n_unique()
-    test_churners = test.filter(pl.col("churned"))["account_id"].n_unique()
     span = f"{dates[0]} .. {dates[-1]}" if dates else "the range"
     if len(fit_dates) < MIN_DATES or len(test_dates) < MIN_DATES:
         gap = lead_max - lead_min
@@ -279,7 +312,8 @@ def calibrate(frame: pl.DataFrame, current: HealthModel, lead_min: int = 30, lea
         raise BacktestError(
             f"too few churn events: {fit_churners} churned account(s) in the fit period ({fit_dates[0]} .. {fit_dates[-1]}) "
             f"and {test_churners} in the test period ({test_dates[0]} .. {test_dates[-1]}); at least {MIN_CHURNERS_FIT} "
-            f"and {MIN_CHURNERS_TEST} are needed"
+            f"and {MIN_CHURNERS_TEST} are needed (a shorter test period, down to {MIN_TEST_SHARE:.0%} of the dates, "
+            "did not give them either: widen --from/--to)"
         )
     sample = _sample(fit)
     base_rate = float(sample["churned"].mean() or 0.0)
@@ -306,7 +340,7 @@ def calibrate(frame: pl.DataFrame, current: HealthModel, lead_min: int = 30, lea
     result = CalibrationResult(
         model=proposed, fit_dates=fit_dates, purged_dates=purged, test_dates=test_dates, fit_churners=fit_churners,
         test_churners=test_churners, auc_test=_aucs(test, models), auc_fit=_aucs(fit, models), chosen=chosen,
-        rejected=rejected,
+        rejected=rejected, split_note=split_note,
     )
     result.changes = changes(current, result)
     return result
@@ -341,6 +375,7 @@ def to_yaml(result: CalibrationResult, current: HealthModel, source: str) -> str
         "# with --config (this folder) or copy it over the active health_model.yaml.",
         f"# Fitted on {result.fit_dates[0]} .. {result.fit_dates[-1]} ({result.fit_churners} churned accounts), "
         f"tested on {result.test_dates[0]} .. {result.test_dates[-1]} ({result.test_churners}).",
+        *([f"# Note: {result.split_note}."] if result.split_note else []),
         f"# AUC on the test period: calibrated {_f(a.get('calibrated'))}, current {_f(a.get(MODEL))}, "
         f"days since last login {_f(a.get('days_since_last_login'))}, 30-day events {_f(a.get('events_30d'))}.",
         f"# Source: {source}",

@@ -112,7 +112,8 @@ def render(backtest: BacktestResult, calibration: CalibrationResult | None = Non
             "<h2>Calibration: validated on time</h2>"
             f"<p>Fitted on {calibration.fit_dates[0]} .. {calibration.fit_dates[-1]} ({calibration.fit_churners} churned accounts), "
             f"tested on {calibration.test_dates[0]} .. {calibration.test_dates[-1]} ({calibration.test_churners}); "
-            f"{len(calibration.purged_dates)} date(s) between them left out so no churn is seen by both.</p>"
+            f"{len(calibration.purged_dates)} date(s) between them left out so no churn is seen by both."
+            + (f" Note: {html.escape(calibration.split_note)}." if calibration.split_note else "") + "</p>"
             "<div class='chart' id='auc_test'></div><h3>What changed and why</h3><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in calibration.changes)
             + f"</ul><details><summary>Variables not used ({len(calibration.rejected)}), and why</summary>"
