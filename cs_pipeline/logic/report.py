@@ -20,7 +20,7 @@ from cs_pipeline.logic.charts import embed_bundle
 
 LABELS = {MODEL: "health score (model)", "calibrated": "calibrated model", "days_since_last_login": "days since last login",
           "events_30d": "30-day events"}
-COLORS = alt.Scale(domain=list(LABELS.values()), range=["#4c78a8", "#54a24b", "#f58518", "#b279a2"])
+COLOURS = dict(zip(LABELS.values(), ["#4c78a8", "#54a24b", "#f58518", "#b279a2"]))
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -31,12 +31,18 @@ td.num { text-align: right; } summary { cursor: pointer; }
 """
 
 
+def _colours(rows: list[dict]) -> alt.Scale:
+    """Each score keeps its colour in every chart; the legend lists only the scores drawn."""
+    shown = [label for label in COLOURS if any(r["score"] == label for r in rows)]
+    return alt.Scale(domain=shown, range=[COLOURS[label] for label in shown])
+
+
 def _auc_chart(aucs: dict[str, float | None], title: str) -> alt.Chart:
     rows = [{"score": LABELS.get(k, k), "AUC": v} for k, v in aucs.items() if v is not None]
     base = alt.Chart(alt.Data(values=rows)).encode(
-        y=alt.Y("score:N", sort=None, title=None), x=alt.X("AUC:Q", scale=alt.Scale(domain=[0, 1]))
+        y=alt.Y("score:N", sort=None, title=None), x=alt.X("AUC:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=10, format=".1f"))
     )
-    bars = base.mark_bar().encode(color=alt.Color("score:N", legend=None, scale=COLORS))
+    bars = base.mark_bar().encode(color=alt.Color("score:N", legend=None, scale=_colours(rows)))
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("AUC:Q", format=".3f"))
     rule = alt.Chart(alt.Data(values=[{"AUC": 0.5}])).mark_rule(strokeDash=[4, 4], color="#888").encode(x="AUC:Q")
     return (bars + text + rule).properties(title=title, width=600, height=30 * max(len(rows), 1))
@@ -50,7 +56,7 @@ def _lift_chart(lift: pl.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("decile:O", title="decile (1 = least healthy 10 %)"),
             y=alt.Y("lift:Q", title="churn rate / base rate"),
-            color=alt.Color("score:N", title=None, scale=COLORS),
+            color=alt.Color("score:N", title=None, scale=_colours(rows)),
             tooltip=["score:N", "decile:O", "rows:Q", "churned:Q", alt.Tooltip("churn_rate:Q", format=".1%")],
         )
         .properties(title="Lift by score decile", width=600, height=260)
