@@ -1,5 +1,5 @@
-"""Ingestion through Dagster: a range is loaded whole or not at all, re-runs never duplicate, and
-an unchanged snapshot export is not loaded again."""
+"""Ingestion through Dagster: each day is replaced whole or not at all, re-runs never duplicate,
+and an unchanged snapshot export is not loaded again."""
 
 import csv
 import datetime as dt
@@ -51,7 +51,15 @@ def instance():
 # --- events ------------------------------------------------------------------------------------
 
 
-def test_a_failed_range_leaves_the_loaded_days_as_they_were(tmp_path, instance):
+def halve(day: str, tmp_path) -> int:
+    """Keep the first half of a day's parquet events; returns how many are left."""
+    path = tmp_path / "data" / "events" / f"date={day}" / "part-0.parquet"
+    rows = pl.read_parquet(path)
+    rows.head(rows.height // 2).write_parquet(path)
+    return rows.height // 2
+
+
+def test_a_failed_range_stops_at_the_failing_day_and_never_leaves_half_a_day(tmp_path, instance):
     planted.write(tmp_path / "data")
     assert load(tmp_path, instance).success
     before = events_by_day(tmp_path)
@@ -61,16 +69,26 @@ def test_a_failed_range_leaves_the_loaded_days_as_they_were(tmp_path, instance):
     assert load(tmp_path, instance).success
     assert events_by_day(tmp_path) == before
 
-    # One unreadable file in the middle of the range fails the run naming the file...
+    # The exports of the first and last day change, and one file in the middle becomes unreadable:
+    # the run fails naming the file...
+    first_day, last_day = halve("2025-03-05", tmp_path), halve("2025-03-07", tmp_path)
     broken = tmp_path / "data" / "events" / "date=2025-03-06" / "part-0.parquet"
+    good = broken.read_bytes()
     broken.write_bytes(b"not parquet")
     result = load(tmp_path, instance)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "date=2025-03-06/part-0.parquet" in failure.step_failure_data.error.message
-    # ...and leaves every day of the range as it was: no half-written partition, no record of a load.
-    assert events_by_day(tmp_path) == before
+    # ...the day before it is replaced, the failing day and those after it are as they were: no
+    # half-written day, no record of a load.
+    assert events_by_day(tmp_path) == {**before, "2025-03-05": first_day}
     assert sql(tmp_path, "SELECT count(*) FROM raw.loads WHERE entity = 'events'") == [(2,)]
+
+    # Re-running the range once the file is mended replaces every day.
+    broken.write_bytes(good)
+    assert load(tmp_path, instance).success
+    assert events_by_day(tmp_path) == {**before, "2025-03-05": first_day, "2025-03-07": last_day}
+    assert sql(tmp_path, "SELECT count(*) FROM raw.loads WHERE entity = 'events'") == [(3,)]
 
 
 def test_each_day_is_written_once_with_one_row_per_event_id_and_the_load_recorded(tmp_path, instance):
