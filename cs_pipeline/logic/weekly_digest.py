@@ -29,8 +29,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cs_pipeline.logic.config import load_yaml_model
-
-SEGMENTS = ("enterprise", "mid_market", "smb")
+from cs_pipeline.logic.contract import SEGMENTS
 DEFAULT_CHANNEL = "#cs-leads"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_LISTED = 10  # accounts listed per section; the rest are counted

@@ -5,18 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cs_pipeline.logic.config.errors import ConfigProblem
+from cs_pipeline.logic.contract import SEGMENTS
 from cs_pipeline.logic.config.validation import validate
 from cs_pipeline.logic.config.variables import SCORE_VARIABLES, event_column, numeric_inputs
 from cs_pipeline.logic.config.yaml_files import Document, read_document
 
-SEGMENTS = ("enterprise", "mid_market", "smb")
 
 Segment = Literal["enterprise", "mid_market", "smb"]
+assert get_args(Segment) == SEGMENTS, "the contract's segments and the model's must agree"
 Direction = Literal["higher_is_better", "lower_is_better"]
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
