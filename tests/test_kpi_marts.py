@@ -24,6 +24,9 @@ CSM of the time (docs/kpis.md), never today's:
     K3  closed by the load of its end_date 2025-12-31 (owner emptied, churned): the churn is
         ana's, read on the day before the end_date
     K5  handed from ana to ben on 2026-01-20: the December new logo stays ana's
+
+and the users export too: U6 moved from K2 to K1 on 2026-01-05, so its seat is K2's (ben's) in
+December and K1's in January.
 """
 
 from __future__ import annotations
@@ -54,14 +57,14 @@ ACCOUNTS = [
 # The earlier versions (valid from the first load until the load that changed them) and when
 # the current ones took effect.
 HANDOVER, CLOSED, HANDED_ON = T(2026, 1, 5, 6, tzinfo=UTC), T(2025, 12, 31, 18, tzinfo=UTC), T(2026, 1, 20, 6, tzinfo=UTC)
-CURRENT_FROM = {"K1": HANDOVER, "K3": CLOSED, "K5": HANDED_ON}
+CURRENT_FROM = {"K1": HANDOVER, "K3": CLOSED, "K5": HANDED_ON, "U6": HANDOVER}
 RETIRED = {
     "accounts": [
         ("K1", "One", "enterprise", "ana@vendor.test", "pro", 10, "active", T(2024, 12, 1), FIRST_LOAD, HANDOVER),
         ("K3", "Three", "smb", "ana@vendor.test", "starter", 5, "active", T(2024, 12, 1), FIRST_LOAD, CLOSED),
         ("K5", "Five", "mid_market", "ana@vendor.test", "pro", 5, "active", T(2025, 12, 1), FIRST_LOAD, HANDED_ON),
     ],
-    "users": [],
+    "users": [("U6", "K2", "u6@six.test", "member", T(2025, 1, 1), T(2025, 1, 2), None, FIRST_LOAD, HANDOVER)],
 }
 
 CONTRACTS = [
@@ -85,6 +88,7 @@ USERS = [
     ("U3", "K2", "u3@two.test", "admin", T(2025, 1, 1), T(2025, 1, 2), None),
     ("U4", "K2", "u4@two.test", "member", T(2025, 1, 1), T(2025, 1, 2), T(2025, 12, 10)),  # seated in December only
     ("U5", "K3", "u5@three.test", "member", T(2025, 1, 1), None, None),  # never activated
+    ("U6", "K1", "u6@six.test", "member", T(2025, 1, 1), T(2025, 1, 2), None),  # K2's until 2026-01-05
 ]
 
 NPS = [
@@ -175,16 +179,16 @@ def test_nps_and_response_rate(warehouse):
         " from marts.kpi_nps_monthly where segment = 'all' and owner_email = 'all' order by 1",
     )
     assert rows == [
-        # Dec: 2 promoters, 1 passive, 1 detractor; U1, U2, U3 answered of U1, U2, U3, U4 seated
-        (DEC, 4, 2, 1, 1, 25.0, 3, 4, 0.75),
-        # Jan: U1 detracts; seated: U1, U2, U9, U3 (U4 left on Dec 10)
-        (JAN, 1, 0, 0, 1, -100.0, 1, 4, 0.25),
+        # Dec: 2 promoters, 1 passive, 1 detractor; U1, U2, U3 answered of U1, U2, U3, U4, U6 seated
+        (DEC, 4, 2, 1, 1, 25.0, 3, 5, 0.6),
+        # Jan: U1 detracts; seated: U1, U2, U9, U6, U3 (U4 left on Dec 10)
+        (JAN, 1, 0, 0, 1, -100.0, 1, 5, 0.2),
     ]
     assert query(
         warehouse,
         "select owner_email, nps, response_rate from marts.kpi_nps_monthly where period_month = ? and segment = 'all'"
         " and owner_email <> 'all' order by 1", [DEC],
-    ) == [("ana@vendor.test", 100.0 * (2 - 0) / 3, 1.0), ("ben@vendor.test", -100.0, 0.5)]
+    ) == [("ana@vendor.test", 100.0 * (2 - 0) / 3, 1.0), ("ben@vendor.test", -100.0, 1 / 3)]  # U6 was K2's
 
 
 def test_an_owner_change_between_periods_credits_each_period_to_the_csm_of_the_time(warehouse):
@@ -201,11 +205,11 @@ def test_an_owner_change_between_periods_credits_each_period_to_the_csm_of_the_t
     assert retention(warehouse, DEC, owner="ana@vendor.test")[:3] == (2, 1, 1)  # K1 renewed, K3 churned
     assert retention(warehouse, DEC, owner="ben@vendor.test")[:3] == (1, 1, 0)  # K2 only
     assert nps_by("owner_email", DEC) == [
-        ("ana@vendor.test", 3, 100.0 * 2 / 3, 2, 2), ("ben@vendor.test", 1, -100.0, 1, 2),
+        ("ana@vendor.test", 3, 100.0 * 2 / 3, 2, 2), ("ben@vendor.test", 1, -100.0, 1, 3),
     ]
     assert [row[:2] for row in nps_by("segment", DEC)] == [("enterprise", 3), ("smb", 1)]
-    # January: K1's detractor answer and its three seats are ben's and mid_market's
-    assert nps_by("owner_email", JAN) == [("ben@vendor.test", 1, -100.0, 1, 4)]
-    assert nps_by("segment", JAN) == [("enterprise", 0, None, 0, 1), ("mid_market", 1, -100.0, 1, 3)]
+    # January: K1's detractor answer and its four seats (U6's now among them) are ben's and mid_market's
+    assert nps_by("owner_email", JAN) == [("ben@vendor.test", 1, -100.0, 1, 5)]
+    assert nps_by("segment", JAN) == [("enterprise", 0, None, 0, 1), ("mid_market", 1, -100.0, 1, 4)]
     # and nothing is credited to today's values where the past said otherwise
     assert query(warehouse, "select count(*) from marts.kpi_retention_monthly where owner_email = 'unassigned'") == [(0,)]

@@ -2,7 +2,9 @@
 -- (docs/kpis.md). Nobody records who was asked, so the response rate is an honest proxy:
 -- distinct users who answered in the month over users holding an activated seat during it.
 -- Point in time: a response goes to the segment and CSM the account had on the day it was
--- submitted, the month's seats to those of the month's last day (marts.dim_accounts_history).
+-- submitted; a seat goes to the account the user belonged to on the month's last day
+-- (marts.dim_users_history), and to that account's segment and CSM on that day
+-- (marts.dim_accounts_history).
 with versions as (
     {{ account_versions() }}
 ),
@@ -27,24 +29,30 @@ responses as (
 ),
 
 months as (
-    select distinct period_month from responses
+    select distinct
+        period_month,
+        cast(period_month + interval 1 month - interval 1 day as date) as month_end
+    from responses
 ),
 
 -- Users with an activated seat at some time in the month, per account: one row per (month,
--- account), so the users table is joined on the response months only. A user is one row of
--- stg_raw__users (its unique test stops the build otherwise), so count(*) counts distinct users.
+-- account), so the users are joined on the response months only. One version of a user is
+-- valid on a day (dim_users_history's no-overlap test stops the build otherwise), so count(*)
+-- counts distinct users.
 seated as (
-    select months.period_month, users.account_id, count(*) as active_users
+    select months.period_month, months.month_end, users.account_id, count(*) as active_users
     from months
-    inner join {{ ref('stg_raw__users') }} as users
-        on users.activated_at < months.period_month + interval 1 month
+    inner join {{ ref('dim_users_history') }} as users
+        on users.valid_from <= months.month_end
+        and (users.valid_to is null or months.month_end < users.valid_to)
+        and users.activated_at < months.period_month + interval 1 month
         and (users.deactivated_at is null or users.deactivated_at >= months.period_month)
     group by all
 ),
 
 seated_by_audience as (
     select seated.period_month, seated.account_id, versions.segment, versions.owner_email, seated.active_users
-    from (select *, cast(period_month + interval 1 month - interval 1 day as date) as month_end from seated) as seated
+    from seated
     asof left join versions
         on versions.account_id = seated.account_id
         and versions.valid_from <= seated.month_end
