@@ -18,8 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
-from cs_pipeline.logic.portfolio import FOLLOW_THROUGH_DAYS, follow_through, portfolio_map, renewal_pipeline, trailing_retention
-from cs_pipeline.logic.portfolio_report import ReportData
+from cs_pipeline.logic.portfolio import (
+    FOLLOW_THROUGH_DAYS, ReportData, follow_through, portfolio_map, renewal_pipeline, trailing_retention,
+)
 from cs_pipeline.resources.warehouse import WarehouseResource, query, table_exists
 
 # The completion time of a done task, by the first of these columns actions.tasks has (the actions

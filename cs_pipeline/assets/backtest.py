@@ -30,7 +30,6 @@ from cs_pipeline.logic.backtest import (
     tables,
 )
 from cs_pipeline.logic.config import HealthModel, indicator_variables
-from cs_pipeline.logic.report import write_report
 from cs_pipeline.logic.scoring import score_health
 from cs_pipeline.resources.config import PipelineConfig
 from cs_pipeline.resources.warehouse import POOL, WarehouseResource, query, table_exists
@@ -160,6 +159,8 @@ def health_backtest(context: dg.AssetExecutionContext, config: BacktestConfig, w
             context.log.info(f"health_backtest: {error}")
             return dg.MaterializeResult(metadata={"status": dg.MetadataValue.text(f"not computed: {error}")})
         _write_tables(con, result)
+    from cs_pipeline.logic.report import write_report  # altair: imported by the step that draws, not by every process
+
     path = write_report(report_path(), result)
     summary = result.summary()
     rules_md = "| rule | alerts | precision | warned 30d+ | median lead (days) | per CSM/week |\n|---|---:|---:|---:|---:|---:|\n" + "\n".join(

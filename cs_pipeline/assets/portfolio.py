@@ -12,7 +12,6 @@ import polars as pl
 from cs_pipeline import settings
 from cs_pipeline.assets.common import daily_asset, table_preview, unique_rows_check
 from cs_pipeline.logic.portfolio import follow_through, portfolio_map as compute_map, renewal_pipeline as compute_pipeline
-from cs_pipeline.logic.portfolio_report import chart_names, render_report
 from cs_pipeline.partitions import days, run_dates
 from cs_pipeline.portfolio import alerts_for_follow_through, health_of, report_data, tasks, write_atomically
 from cs_pipeline.resources.warehouse import WarehouseResource, replace_date_range
@@ -101,6 +100,8 @@ def portfolio_report(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     _, end = run_dates(context)
     with warehouse.connect() as con:
         data = report_data(con, end, settings.untouched_days())
+    from cs_pipeline.logic.portfolio_report import chart_names, render_report  # altair: only the step that draws needs it
+
     page = render_report(data)
     path = write_atomically(settings.reports_dir() / f"portfolio-report-{end}.html", page)
     context.log.info(f"portfolio report for {end}: {path}")

@@ -23,7 +23,6 @@ from cs_pipeline import settings
 from cs_pipeline.actions.resource import ActionsResource
 from cs_pipeline.actions.store import weekly_digests
 from cs_pipeline.actions.weekly import MAP, MESSAGE, outcomes_of, send_parts
-from cs_pipeline.logic import charts
 from cs_pipeline.logic.delivery import SENT
 from cs_pipeline.logic.portfolio import follow_through, portfolio_map, renewal_pipeline, trailing_retention, went_red
 from cs_pipeline.logic.weekly_digest import Audience, DigestContent, load_digest_config, render, week_bounds, week_of
@@ -72,6 +71,8 @@ def _content(week: str, audience: Audience, frames: WeekFrames, untouched_days: 
 
 
 def map_png(points: pl.DataFrame, untouched_days: int) -> bytes:
+    from cs_pipeline.logic import charts  # altair: only the op that draws needs it
+
     chart = charts.portfolio_map(points, untouched_days)
     return vl_convert.vegalite_to_png(chart.to_dict(validate=False), scale=1.5)
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-from sklearn.metrics import roc_auc_score
 
 
 RENEWAL_GRACE_DAYS = 30  # fct_term_outcomes: renewed when the next term starts within 30 days
@@ -134,6 +133,8 @@ def auc(churned: pl.Series, health: pl.Series) -> float | None:
     y = churned.cast(pl.Int8).to_numpy()
     if y.min(initial=0) == y.max(initial=0) or len(y) == 0:
         return None
+    from sklearn.metrics import roc_auc_score  # here: scikit-learn takes 1 s to import, and every run's process loads this module
+
     return float(roc_auc_score(y, -health.to_numpy()))
 
 

@@ -7,9 +7,28 @@ where the tasks table (current state, no history) says otherwise: see `follow_th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import polars as pl
+
+
+@dataclasses.dataclass
+class ReportData:
+    """What the portfolio report shows, as plain frames (`logic.portfolio_report` draws it)."""
+
+    day: dt.date
+    retention: pl.DataFrame  # kpi_retention_monthly, the `all` audience
+    nps: pl.DataFrame  # kpi_nps_monthly, the `all` audience
+    points: pl.DataFrame  # portfolio_map of `day`
+    pipeline: pl.DataFrame  # renewal_pipeline of `day`
+    follow_through: pl.DataFrame  # follow_through of `day`
+    trailing: dict  # trailing_retention of `day`
+    untouched_days: int
+    backtest: pl.DataFrame | None = None  # the backtest's headline rows, when the evaluation tables exist
+    backtest_source: str = ""
+    backtest_report: str = ""  # the backtest's own HTML report, when it exists (a link)
+
 
 # CSuP's quadrant: where an account sits relative to these two lines.
 QUADRANT_LINE = 0.5

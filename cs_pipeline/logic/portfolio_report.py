@@ -1,13 +1,12 @@
 """The portfolio report: one self-contained HTML page (charts inlined, no network to view it).
 
-`render_report` takes plain frames (see `ReportData`) and returns the page. The Vega-Lite charts
+`render_report` takes plain frames (see `cs_pipeline.logic.portfolio.ReportData`) and returns the page. The Vega-Lite charts
 come from logic/charts.py; the vega-embed bundle that draws them is the one altair inlines
 (`chart.save(..., inline=True)`), included once for all charts and drawn as SVG.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import html
 import json
@@ -16,6 +15,7 @@ import altair as alt
 import polars as pl
 
 from cs_pipeline.logic import charts
+from cs_pipeline.logic.portfolio import ReportData
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#212529;padding:0 16px}
@@ -26,21 +26,6 @@ h1{font-size:24px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bo
 table{border-collapse:collapse;font-size:13px;margin-top:8px} td,th{border-bottom:1px solid #e9ecef;padding:4px 10px;text-align:left}
 .red{color:#d64545;font-weight:600} .note{color:#6c757d;font-size:12px} .chart{margin:8px 0}
 """
-
-
-@dataclasses.dataclass
-class ReportData:
-    day: dt.date
-    retention: pl.DataFrame  # kpi_retention_monthly, the `all` audience
-    nps: pl.DataFrame  # kpi_nps_monthly, the `all` audience
-    points: pl.DataFrame  # portfolio_map of `day`
-    pipeline: pl.DataFrame  # renewal_pipeline of `day`
-    follow_through: pl.DataFrame  # follow_through of `day`
-    trailing: dict  # trailing_retention of `day`
-    untouched_days: int
-    backtest: pl.DataFrame | None = None  # the backtest's headline rows, when the evaluation tables exist
-    backtest_source: str = ""
-    backtest_report: str = ""  # the backtest's own HTML report, when it exists (a link)
 
 
 def _pct(value) -> str:

@@ -10,13 +10,16 @@ import datetime as dt
 import html
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import altair as alt
 import polars as pl
 
 from cs_pipeline.logic.backtest import BASELINES, MODEL, BacktestResult
-from cs_pipeline.logic.calibrate import CalibrationResult
 from cs_pipeline.logic.charts import embed_bundle
+
+if TYPE_CHECKING:  # calibrate imports scikit-learn (1 s); the asset that writes reports never calibrates
+    from cs_pipeline.logic.calibrate import CalibrationResult
 
 LABELS = {MODEL: "health score (model)", "calibrated": "calibrated model", "days_since_last_login": "days since last login",
           "events_30d": "30-day events"}
