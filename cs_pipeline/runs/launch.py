@@ -29,13 +29,14 @@ from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRe
 from dagster._core.workspace.load_target import ModuleTarget
 
 from cs_pipeline.runs.failures import cause_line, failure_summary
-from cs_pipeline.runs.reaper import POOL, dead_reason, fail_dead_run
+from cs_pipeline.runs.reaper import POOL, dead_reason, fail_dead_run, is_local, process_alive, workers
 
 HEALTH_CHECK_SECONDS = 5.0
 
 LOCATION = "cs_pipeline"
 MODULE = "cs_pipeline.definitions"
 POLL_SECONDS = 0.5
+INTERRUPT_AGAIN_SECONDS = 2.0
 SERVER_RELEASE_SECONDS = 30.0
 
 
@@ -166,7 +167,7 @@ def _terminate_on_signal(instance: dg.DagsterInstance, run_id: str) -> Iterator[
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             instance.run_launcher.terminate(run_id)
-            _wait_finished(instance, run_id, timeout=60)
+            _wait_finished(instance, run_id, timeout=60, interrupt_again=True)
         finally:
             run = instance.get_run_by_id(run_id)
             if run is not None and not run.is_finished:
@@ -185,12 +186,26 @@ def _fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
         fail_dead_run(instance, run, reason, "cs-pipeline")
 
 
-def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float) -> None:
+def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float, interrupt_again: bool = False) -> None:
+    """Wait until the run has finished; with `interrupt_again`, interrupt its worker again every
+    few seconds meanwhile.
+
+    Terminating a run interrupts its worker (SIGINT, which Dagster raises in the running step).
+    An interrupt that lands inside a DuckDB call is taken by DuckDB, which stops the query or
+    lets it finish, and the step goes on as if nothing happened: the run would then complete.
+    A later interrupt lands in Python and stops it.
+    """
     deadline = time.monotonic() + timeout
+    again = time.monotonic() + INTERRUPT_AGAIN_SECONDS
     while time.monotonic() < deadline:
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return
+        if interrupt_again and time.monotonic() >= again:
+            worker, _ = workers(instance, run)
+            if worker is not None and is_local(worker.host) and process_alive(worker.pid, worker.recorded_at):
+                os.kill(worker.pid, signal.SIGINT)
+            again = time.monotonic() + INTERRUPT_AGAIN_SECONDS
         time.sleep(POLL_SECONDS)
 
 
