@@ -137,17 +137,17 @@ def _materialize(assets: list, *, partition_key: str | None = None, first: dt.da
 
 
 def stage_ingest_events(args: dict) -> dict:
-    """raw_events for one day: read the day's files, validate, write into raw.events (one transaction)."""
-    import cs_pipeline.assets.ingest as ingest
+    """raw_events for one day: read the day's files, validate, write into raw.events (one transaction per day)."""
+    import cs_pipeline.assets.events as events
     import cs_pipeline.sources.files as files
 
     timed(files, "read_event_file", "read_files")
-    timed(ingest, "validate", "validate")
-    timed(ingest, "_insert_day", "insert_into_raw_events")
+    timed(events, "validate", "validate")
+    timed(events, "_insert_day", "insert_into_raw_events")
     r = _resources()
     day = _day(args)
     started = time.perf_counter()
-    meta = _metadata(_invoke(ingest.raw_events, day, warehouse=r["warehouse"], source=r["source"]))
+    meta = _metadata(_invoke(events.raw_events, day, warehouse=r["warehouse"], source=r["source"]))
     seconds = time.perf_counter() - started
     PARTS["other"] = seconds - sum(PARTS.values())
     return {"seconds": seconds, "rows": int(meta["dagster/row_count"]), "rows_of": "events loaded",
@@ -342,7 +342,8 @@ def stage_run(args: dict) -> dict:
 def stage_load_history(args: dict) -> dict:
     """Set-up: ingest and dbt for the history days, as range runs of `chunk` days each."""
     from cs_pipeline.assets.dbt import dbt_daily_models, dbt_models
-    from cs_pipeline.assets.ingest import raw_events, raw_snapshots
+    from cs_pipeline.assets.events import raw_events
+    from cs_pipeline.assets.ingest import raw_snapshots
 
     first, last = dt.date.fromisoformat(args["first"]), dt.date.fromisoformat(args["last"])
     chunk = int(args.get("chunk", 5))

@@ -41,8 +41,9 @@ from cs_pipeline.assets.alerts import alerts
 from cs_pipeline.assets.backtest import health_backtest
 from cs_pipeline.assets.crm_writeback import CrmWritebackResource, crm_writeback
 from cs_pipeline.assets.dbt import dbt_daily_models, dbt_models, dbt_resource
+from cs_pipeline.assets.events import raw_events
 from cs_pipeline.assets.health import account_health
-from cs_pipeline.assets.ingest import raw_events, raw_snapshots
+from cs_pipeline.assets.ingest import raw_snapshots
 from cs_pipeline.assets.portfolio import alert_follow_through, portfolio_map, portfolio_report, renewal_pipeline
 from cs_pipeline.assets.usage import account_daily_usage
 from cs_pipeline.jobs.dispatch import dispatch_alerts

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cs_pipeline.assets.ingest import has_distinct_keys, raw_events, raw_snapshots
+from cs_pipeline.assets.events import has_distinct_keys, raw_events
+from cs_pipeline.assets.ingest import raw_snapshots
 from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
 from tests.support import planted

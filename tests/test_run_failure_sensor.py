@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from cs_pipeline.assets.ingest import raw_events
+from cs_pipeline.assets.events import raw_events
 from cs_pipeline.resources.slack import SlackResource
 from cs_pipeline.resources.source import SourcesResource
 from cs_pipeline.resources.warehouse import WarehouseResource
