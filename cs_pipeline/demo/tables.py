@@ -13,9 +13,10 @@ from cs_pipeline.demo import churn
 from cs_pipeline.demo.world import (
     ACTIVITY_SHARES, ACTIVITY_TYPES, CSAT_SCORES, CSAT_SHARES, DAY_S, ENGAGEMENTS_PER_30D,
     ENGAGEMENT_SHARES, ENGAGEMENT_TYPES, FIRST_NAMES, HEALTHY, HIGH, HOUR_S, LAST_NAMES, LOW,
-    NONE, NORMAL, NPS_COMMENTS, NPS_SHARES, PLANS, PRIORITIES, SEGMENTS, STATUSES,
+    NONE, NORMAL, NPS_COMMENTS, NPS_SHARES, PLANS, PRIORITIES, STATUSES,
     TICKETS_PER_30D, TICKET_SUBJECTS, World, add_months,
 )
+from cs_pipeline.logic.contract import SEGMENTS
 
 
 # --------------------------------------------------------------------------------------------

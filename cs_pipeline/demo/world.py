@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cs_pipeline.logic.contract import SEGMENTS  # noqa: F401  (the demo writes the contract's segments)
-
 EPOCH = dt.date(1970, 1, 1)
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -18,7 +16,7 @@ US = 1_000_000
 NONE = -1  # "no timestamp / no index" in integer arrays
 NEVER = np.iinfo(np.int64).max // 4  # a day number after every window
 
-SEGMENT_SHARES = (0.15, 0.35, 0.50)  # in the order of SEGMENTS
+SEGMENT_SHARES = (0.15, 0.35, 0.50)  # in the order of the contract's SEGMENTS
 SEGMENT_SEATS = (3.0, 1.2, 0.45)  # relative seats; scaled so the mean is `users_per_account`
 PLANS = ("starter", "professional", "business", "enterprise")
 SEGMENT_PLANS = (((3, 2), (0.8, 0.2)), ((2, 1), (0.6, 0.4)), ((0, 1), (0.7, 0.3)))

@@ -167,7 +167,7 @@ def _terminate_on_signal(instance: dg.DagsterInstance, run_id: str) -> Iterator[
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             instance.run_launcher.terminate(run_id)
-            _wait_finished(instance, run_id, timeout=60, interrupt_again=True)
+            _wait_stopped(instance, run_id, timeout=60)
         finally:
             run = instance.get_run_by_id(run_id)
             if run is not None and not run.is_finished:
@@ -186,9 +186,8 @@ def _fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
         fail_dead_run(instance, run, reason, "cs-pipeline")
 
 
-def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float, interrupt_again: bool = False) -> None:
-    """Wait until the run has finished; with `interrupt_again`, interrupt its worker again every
-    few seconds meanwhile.
+def _wait_stopped(instance: dg.DagsterInstance, run_id: str, timeout: float) -> None:
+    """Wait until a terminated run has finished, interrupting its worker again every few seconds.
 
     Terminating a run interrupts its worker (SIGINT, which Dagster raises in the running step).
     An interrupt that lands inside a DuckDB call is taken by DuckDB, which stops the query or
@@ -201,7 +200,7 @@ def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float, in
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return
-        if interrupt_again and time.monotonic() >= again:
+        if time.monotonic() >= again:
             worker, _ = workers(instance, run)
             if worker is not None and is_local(worker.host) and process_alive(worker.pid, worker.recorded_at):
                 os.kill(worker.pid, signal.SIGINT)
