@@ -36,7 +36,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -265,8 +265,17 @@ def _aucs(frame: pl.DataFrame, models: dict[str, HealthModel]) -> dict[str, floa
     return out
 
 
-def _split(frame: pl.DataFrame, dates: list[dt.date], lead_min: int, lead_max: int, test_share: float):
-    """The time split, the churned accounts of its fit and test periods, and a note.
+class Split(NamedTuple):
+    fit: list[dt.date]
+    purged: list[dt.date]
+    test: list[dt.date]
+    fit_churners: int
+    test_churners: int
+    note: str = ""  # why the test period is shorter than the default, if it is
+
+
+def _split(frame: pl.DataFrame, dates: list[dt.date], lead_min: int, lead_max: int, test_share: float) -> Split:
+    """The time split and the churned accounts of its fit and test periods.
 
     The default split (`test_share` of the dates for the test) when its fit period has enough
     churned accounts; else the first shorter test period that leaves both periods enough; else
@@ -277,21 +286,22 @@ def _split(frame: pl.DataFrame, dates: list[dt.date], lead_min: int, lead_max: i
     def churners(period: list[dt.date]) -> int:
         return len(set().union(*(by_date.get(d, set()) for d in period)))
 
-    def split(n_test: int | None):
+    def split(n_test: int | None) -> Split:
         fit, purged, test = split_dates(dates, lead_min, lead_max, test_share, n_test)
-        return fit, purged, test, churners(fit), churners(test)
+        return Split(fit, purged, test, churners(fit), churners(test))
 
     default = split(None)
-    if default[3] >= MIN_CHURNERS_FIT:
-        return *default, ""
+    if default.fit_churners >= MIN_CHURNERS_FIT:
+        return default
     shortest = max(MIN_DATES, math.ceil(len(dates) * MIN_TEST_SHARE))
-    for n_test in range(len(default[2]) - 1, shortest - 1, -1):
-        fit, purged, test, fit_churners, test_churners = split(n_test)
-        if fit_churners >= MIN_CHURNERS_FIT and test_churners >= MIN_CHURNERS_TEST and len(fit) >= MIN_DATES:
-            note = (f"the test period is the last {n_test} of {len(dates)} observation dates, not {len(default[2])} "
-                    f"({test_share:.0%}): that split left {default[3]} churned accounts in the fit period, fewer than {MIN_CHURNERS_FIT}")
-            return fit, purged, test, fit_churners, test_churners, note
-    return *default, ""
+    for n_test in range(len(default.test) - 1, shortest - 1, -1):
+        shorter = split(n_test)
+        if shorter.fit_churners >= MIN_CHURNERS_FIT and shorter.test_churners >= MIN_CHURNERS_TEST and len(shorter.fit) >= MIN_DATES:
+            return shorter._replace(note=(
+                f"the test period is the last {n_test} of {len(dates)} observation dates, not {len(default.test)} "
+                f"({test_share:.0%}): that split left {default.fit_churners} churned accounts in the fit period, "
+                f"fewer than {MIN_CHURNERS_FIT}"))
+    return default
 
 
 def calibrate(frame: pl.DataFrame, current: HealthModel, lead_min: int = 30, lead_max: int = 90, test_share: float = 0.4) -> CalibrationResult:
